@@ -1,0 +1,112 @@
+"""Structured-config schemas: a mistyped key or a wrong type fails at start with Hydra's message.
+
+Each config group's YAML is merged into the dataclass typed here; ``register_configs`` must run
+before Hydra composes (the entry points and ``tests/conftest.py`` call it on import).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from src.models.awd import AWDLSTMConfig
+from src.quant.config import QuantConfig
+
+
+class Tokenizer(str, Enum):
+    word = "word"  # whitespace tokens + <eos> per line (also the pre-spaced PTB-char files)
+    char = "char"  # every character, newline -> <eos>
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "ptb"  # folder name under data_dir: ptb, wikitext-2, wikitext-103, ptb-char
+    tokenizer: Tokenizer = Tokenizer.word
+    char_level: bool = False  # report bits per character
+    batch_size: int = 20  # global number of parallel streams (split across DDP ranks)
+    eval_batch_size: int = 10
+    test_batch_size: int = 1
+    bptt: int = 70
+    variable_bptt: bool = True
+    bptt_p: float = 0.95  # probability of the full bptt base (else bptt / 2)
+    bptt_std: float = 5.0
+    min_bptt: int = 5
+    download: bool = True  # fetch a missing corpus from its public source (sha256-verified)
+    data_dir: str = "${paths.data_dir}"
+    cache_dir: str = "${paths.cache_dir}"
+    url_overrides: dict[str, str] | None = None  # mirror URLs, keyed as in src/data/download.py
+
+
+class OptimizerName(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+
+
+@dataclass
+class OptimConfig:
+    name: OptimizerName = OptimizerName.sgd
+    lr: float = 30.0
+    weight_decay: float = 1.2e-6  # L2 through the optimizer (salesforce `wdecay`)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam only
+    nt_asgd: bool = True  # switch SGD -> averaged SGD on the non-monotone trigger (SGD only)
+    nonmono: int = 5
+    when: list[int] = field(default_factory=list)  # epochs after which the LR is divided by 10
+    clip: float = 0.25  # gradient norm clip (0 disables)
+
+
+@dataclass
+class LossConfig:
+    alpha: float = 2.0  # activation regularization (AR) on the dropped last-layer output
+    beta: float = 1.0  # temporal activation regularization (TAR) on the raw last-layer output
+
+
+@dataclass
+class TrainConfig:
+    task_name: str = "train"
+    seed: int = 141
+    ckpt_path: str | None = None  # resume training from this Lightning checkpoint
+    test: bool = True  # evaluate the best checkpoint on the test split at the end
+    data: DataConfig = field(default_factory=DataConfig)
+    model: AWDLSTMConfig = field(default_factory=AWDLSTMConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    trainer: Any = MISSING
+    logger: Any = None
+    callbacks: Any = None
+    paths: Any = MISSING
+
+
+class Split(str, Enum):
+    valid = "valid"
+    test = "test"
+
+
+class Engine(str, Enum):
+    float = "float"
+    int8 = "int8"
+
+
+@dataclass
+class EvalConfig:
+    ckpt_path: str = MISSING
+    split: Split = Split.test
+    batch_size: int | None = None  # default: data.eval_batch_size (valid) or test_batch_size (test)
+    engine: Engine = Engine.float
+    accelerator: str = "auto"
+    out: str | None = None  # JSON file for the metrics (default: next to the checkpoint)
+    paths: Any = MISSING
+
+
+def register_configs() -> None:
+    """Store the schemas so ``conf/train.yaml`` and ``conf/eval.yaml`` can extend them."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+
+
+register_configs()

@@ -1,0 +1,165 @@
+"""`LMDataModule`: corpus folder -> cached ids -> per-rank BPTT windows for Lightning."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from src.data.bptt import WindowIterable, batchify
+from src.data.cache import CorpusArrays, load_corpus
+from src.data.corpus import TOKENIZERS, Vocab
+from src.data.download import ensure_corpus
+
+
+class LMDataModule(L.LightningDataModule):
+    """Language-modeling data: ordered BPTT windows, never shuffled (REFERENCE §2).
+
+    `batch_size` is global: under DDP each rank gets its own contiguous shard of the streams.
+    Validation/test streams are sharded the same way when their batch size divides by the
+    number of ranks, and otherwise every rank evaluates all streams (same metric, more work).
+    Training windows have variable length (`variable_bptt`) drawn from an RNG seeded by
+    (seed, epoch), so every rank draws the same lengths; evaluation windows are `bptt` long.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: str,
+        corpus: str,
+        tokenizer: str = "word",
+        char_level: bool = False,
+        batch_size: int = 20,
+        eval_batch_size: int = 10,
+        test_batch_size: int = 1,
+        bptt: int = 70,
+        variable_bptt: bool = True,
+        bptt_p: float = 0.95,
+        bptt_std: float = 5.0,
+        min_bptt: int = 5,
+        seed: int = 141,
+        cache_dir: str,
+        download: bool = True,
+        url_overrides: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        _check(bool(corpus), "data.corpus", "must name a corpus folder", corpus)
+        _check(
+            tokenizer in TOKENIZERS, "data.tokenizer", f"must be in {sorted(TOKENIZERS)}", tokenizer
+        )
+        for key, value in [
+            ("data.batch_size", batch_size),
+            ("data.eval_batch_size", eval_batch_size),
+            ("data.test_batch_size", test_batch_size),
+            ("data.bptt", bptt),
+            ("data.min_bptt", min_bptt),
+        ]:
+            _check(isinstance(value, int) and value > 0, key, "must be a positive integer", value)
+        _check(0.0 <= bptt_p <= 1.0, "data.bptt_p", "must be a probability in [0, 1]", bptt_p)
+        _check(bptt_std >= 0.0, "data.bptt_std", "must be >= 0", bptt_std)
+        self.data_dir = Path(data_dir)
+        self.corpus = corpus
+        self.tokenizer = tokenizer
+        self.char_level = char_level
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.test_batch_size = test_batch_size
+        self.bptt = bptt
+        self.variable_bptt = variable_bptt
+        self.bptt_p, self.bptt_std, self.min_bptt = bptt_p, bptt_std, min_bptt
+        self.seed = seed
+        self.cache_dir = Path(cache_dir)
+        self.download = download
+        self.url_overrides = dict(url_overrides) if url_overrides else None
+        self._arrays: CorpusArrays | None = None
+        self._streams: dict[str, np.ndarray] = {}
+
+    # -- data ---------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Download the corpus if needed and build the token cache (Lightning: rank 0)."""
+        self._load()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Memory-map the cache and cut this rank's streams of every split."""
+        arrays = self._load()
+        rank, world = self._rank_world()
+        rule = f"must be divisible by the number of processes ({world})"
+        _check(self.batch_size % world == 0, "data.batch_size", rule, self.batch_size)
+        sizes = {
+            "train": ("data.batch_size", self.batch_size),
+            "valid": ("data.eval_batch_size", self.eval_batch_size),
+            "test": ("data.test_batch_size", self.test_batch_size),
+        }
+        self._streams = {
+            split: _streams(arrays.split(split), size, key, rank, world)
+            for split, (key, size) in sizes.items()
+        }
+
+    @property
+    def vocab(self) -> Vocab:
+        """The train vocabulary (loads the cache on first use, downloading if allowed)."""
+        return self._load().vocab
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    # -- loaders ------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        windows = WindowIterable(
+            self._split("train"),
+            self.bptt,
+            variable=self.variable_bptt,
+            p=self.bptt_p,
+            std=self.bptt_std,
+            min_len=self.min_bptt,
+            seed=self.seed,
+            epoch_fn=self._trainer_epoch,
+        )
+        return DataLoader(windows, batch_size=None, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(WindowIterable(self._split("valid"), self.bptt), batch_size=None)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(WindowIterable(self._split("test"), self.bptt), batch_size=None)
+
+    # -- helpers ------------------------------------------------------------------------
+    def _load(self) -> CorpusArrays:
+        if self._arrays is None:
+            corpus_dir = ensure_corpus(
+                self.corpus, self.data_dir, download=self.download, url_overrides=self.url_overrides
+            )
+            self._arrays = load_corpus(corpus_dir, self.tokenizer, self.cache_dir)
+        return self._arrays
+
+    def _split(self, split: str) -> np.ndarray:
+        if not self._streams:
+            self.setup()
+        return self._streams[split]
+
+    def _rank_world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _trainer_epoch(self) -> int | None:
+        """The trainer's epoch, read when a training pass starts (None without a trainer)."""
+        return None if self.trainer is None else self.trainer.current_epoch
+
+
+def _streams(ids: np.ndarray, batch_size: int, key: str, rank: int, world: int) -> np.ndarray:
+    """This rank's streams; replicated on every rank when `batch_size` does not divide."""
+    rule = f"is too large: {len(ids)} tokens cannot fill that many streams of >= 2 tokens each"
+    _check(len(ids) // batch_size >= 2, key, rule, batch_size)
+    if batch_size % world:
+        return batchify(ids, batch_size)
+    return batchify(ids, batch_size, rank, world)
+
+
+def _check(ok: bool, key: str, rule: str, value: object) -> None:
+    if not ok:
+        raise ValueError(f"{key} {rule}, got {value!r}")

@@ -1,0 +1,147 @@
+"""AWD-LSTM language model (Merity, Keskar & Socher 2017, "Regularizing and Optimizing LSTM
+Language Models"): embedding -> dropouts -> stack of single-layer LSTMs -> tied decoder.
+
+The model returns the last layer's dropped output; `model.decoder(output)` gives the logits, so the
+training loop chooses how to compute the loss (full softmax, split softmax, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from src.models.dropout import (
+    LockedDropout,
+    check_probability,
+    check_weight_drop_mode,
+    embedding_dropout,
+)
+from src.models.recurrent import State, build_recurrent_layer
+
+
+@dataclass
+class AWDLSTMConfig:
+    """Defaults are salesforce's PTB settings; salesforce flag names in brackets."""
+
+    vocab_size: int = 10000  # [ntokens]
+    emb_size: int = 400  # [emsize]
+    hidden_size: int = 1150  # [nhid]; the last layer outputs emb_size when tied
+    num_layers: int = 3  # [nlayers]
+    dropout_emb: float = 0.1  # [dropoute] drop word types of the embedding matrix
+    dropout_input: float = 0.4  # [dropouti] locked dropout on the embedding output
+    dropout_hidden: float = 0.25  # [dropouth] locked dropout between layers
+    dropout_output: float = 0.4  # [dropout] locked dropout on the last layer's output
+    weight_drop: float = 0.5  # [wdrop] DropConnect on each W_hh, one mask per forward
+    weight_drop_mode: str = "elementwise"  # elementwise | row (4H, 1) | column (1, H)
+    recurrent_dropout: float = 0.0  # Gal & Ghahramani dropout on h_{t-1} (loop runner)
+    tie_weights: bool = True  # [tied] decoder weight is the embedding matrix
+    runner: str = "auto"  # auto | cudnn | loop (see recurrent.RUNNERS)
+    init_range: float = 0.1  # embedding and decoder weights U(-r, r)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "emb_size", "hidden_size", "num_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in (
+            "dropout_emb",
+            "dropout_input",
+            "dropout_hidden",
+            "dropout_output",
+            "weight_drop",
+            "recurrent_dropout",
+        ):
+            check_probability(getattr(self, name), name)
+        check_weight_drop_mode(self.weight_drop_mode)
+        if not self.init_range > 0:
+            raise ValueError(f"init_range must be positive, got {self.init_range!r}")
+
+
+class LMOutput(NamedTuple):
+    output: Tensor  # [T, B, E] last layer's output after `dropout_output`; decoder input
+    hidden: list[State]  # new (h, c) of every layer, each [1, B, H_l]
+    raw_outputs: list[Tensor]  # every layer's output before its dropout (raw_outputs[-1]: TAR)
+    dropped_outputs: list[Tensor]  # every layer's output after its dropout (dropped[-1]: AR)
+
+
+class AWDLSTM(nn.Module):
+    """AWD-LSTM: embedding dropout, locked dropouts, weight-dropped LSTMs, tied decoder."""
+
+    def __init__(self, config: AWDLSTMConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        sizes = self.layer_sizes()
+        if c.tie_weights and sizes[-1][1] != c.emb_size:
+            raise ValueError(
+                f"tie_weights needs the last layer to output emb_size={c.emb_size} (the decoder "
+                f"weight is the embedding matrix), but it outputs {sizes[-1][1]}"
+            )
+        self.embedding = nn.Embedding(c.vocab_size, c.emb_size)
+        self.input_dropout = LockedDropout(c.dropout_input)
+        self.layers = nn.ModuleList(
+            build_recurrent_layer(
+                input_size,
+                hidden_size,
+                weight_drop=c.weight_drop,
+                weight_drop_mode=c.weight_drop_mode,
+                recurrent_dropout=c.recurrent_dropout,
+                runner=c.runner,
+            )
+            for input_size, hidden_size in sizes
+        )
+        self.hidden_dropout = LockedDropout(c.dropout_hidden)
+        self.output_dropout = LockedDropout(c.dropout_output)
+        self.decoder = nn.Linear(sizes[-1][1], c.vocab_size)
+        if c.tie_weights:
+            # Inan et al. 2017; Press & Wolf 2017: one Parameter for both
+            self.decoder.weight = self.embedding.weight
+        self.init_weights()
+
+    def layer_sizes(self) -> list[tuple[int, int]]:
+        """(input, output) size of every layer; the last outputs emb_size when tied."""
+        c = self.config
+        sizes = []
+        for layer in range(c.num_layers):
+            input_size = c.emb_size if layer == 0 else c.hidden_size
+            last = layer == c.num_layers - 1
+            sizes.append((input_size, c.emb_size if last and c.tie_weights else c.hidden_size))
+        return sizes
+
+    def init_weights(self) -> None:
+        """Embedding (and untied decoder) U(-r, r), decoder bias 0; LSTMs keep nn.LSTM's init."""
+        r = self.config.init_range
+        nn.init.uniform_(self.embedding.weight, -r, r)
+        if not self.config.tie_weights:
+            nn.init.uniform_(self.decoder.weight, -r, r)
+        nn.init.zeros_(self.decoder.bias)
+
+    def init_hidden(self, batch_size: int) -> list[State]:
+        """Zero (h, c) for every layer, each [1, B, H_l], on the model's device and dtype."""
+        w = self.embedding.weight
+        return [
+            (w.new_zeros(1, batch_size, size), w.new_zeros(1, batch_size, size))
+            for _, size in self.layer_sizes()
+        ]
+
+    def num_parameters(self) -> int:
+        """Number of parameters, the tied embedding/decoder matrix counted once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, tokens: Tensor, hidden: list[State] | None = None) -> LMOutput:
+        """tokens [T, B] -> LMOutput; `hidden` None starts every layer from zeros."""
+        c = self.config
+        weight = embedding_dropout(self.embedding.weight, c.dropout_emb, self.training)
+        x = self.input_dropout(F.embedding(tokens, weight))
+        if hidden is None:
+            hidden = [None] * len(self.layers)
+        new_hidden, raw_outputs, dropped_outputs = [], [], []
+        for i, (layer, state) in enumerate(zip(self.layers, hidden, strict=True)):
+            x, state = layer(x, state)
+            new_hidden.append(state)
+            raw_outputs.append(x)
+            x = self.hidden_dropout(x) if i < len(self.layers) - 1 else self.output_dropout(x)
+            dropped_outputs.append(x)
+        return LMOutput(x, new_hidden, raw_outputs, dropped_outputs)

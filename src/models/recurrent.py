@@ -1,0 +1,149 @@
+"""Single-layer recurrent runners that share one interface, and `build_recurrent_layer`.
+
+Every runner is called as
+
+    layer(x: [T, B, I], state: (h [1, B, H], c [1, B, H]) | None) -> (y [T, B, H], (h, c))
+
+and names its parameters as a single-layer `nn.LSTM` (`weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`,
+`bias_hh_l0`), so one state dict loads into every runner. A runner is registered under a name
+(`RUNNERS`) and built as `cls(input_size, hidden_size, recurrent_dropout=...)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from src.models.cells import lstm_step
+from src.models.dropout import WeightDrop, bernoulli_mask, check_probability, check_weight_drop_mode
+
+State = tuple[Tensor, Tensor]  # (h, c), each [1, B, H]
+
+RUNNERS: dict[str, type[nn.Module]] = {}
+
+
+def register_runner(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: make a recurrent layer buildable as `runner=name`."""
+
+    def register(cls: type[nn.Module]) -> type[nn.Module]:
+        if name == "auto" or name in RUNNERS:
+            raise ValueError(f"runner name {name!r} is reserved or already registered")
+        RUNNERS[name] = cls
+        return cls
+
+    return register
+
+
+@register_runner("cudnn")
+class CuDNNLSTMLayer(nn.LSTM):
+    """A single-layer `nn.LSTM`: cuDNN on GPU, the fused ATen kernel on CPU.
+
+    The fused kernels run all time steps inside one call and never expose h_{t-1}, so they cannot
+    apply recurrent dropout to it (use the loop runner for that).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, *, recurrent_dropout: float = 0.0):
+        if recurrent_dropout > 0:
+            raise ValueError(
+                "the cudnn runner cannot apply recurrent_dropout: the fused LSTM kernel never "
+                "exposes h_{t-1} between steps; use runner='loop' (or 'auto')"
+            )
+        super().__init__(input_size, hidden_size, num_layers=1)
+
+
+@register_runner("loop")
+class LoopLSTMLayer(nn.Module):
+    """An LSTM layer as a Python loop over time steps, with a replaceable cell.
+
+    The input projection W_ih x_t + b_ih is one GEMM for all steps; each step then calls
+    `cell_fn(gates_x_t, h_{t-1}, c_{t-1}, *recurrent_weights())`. Variants change the cell by
+    passing `cell_fn` or overriding `project_inputs` / `recurrent_weights`; the loop stays here.
+
+    Recurrent dropout (Gal & Ghahramani 2016; Keras' `recurrent_dropout`): h_{t-1} * m with one
+    (B, H) mask m per forward call, fixed over time, scaled 1 / (1 - p); training only. The state
+    handed to the next call is the undropped h_T.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        recurrent_dropout: float = 0.0,
+        cell_fn: Callable[..., tuple[Tensor, Tensor]] = lstm_step,
+    ) -> None:
+        super().__init__()
+        check_probability(recurrent_dropout, "recurrent_dropout")
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.recurrent_dropout, self.cell_fn = recurrent_dropout, cell_fn
+        self.weight_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size, input_size))
+        self.weight_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+        self.bias_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size))
+        self.bias_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.LSTM's init: every weight and bias U(-1/sqrt(H), 1/sqrt(H))."""
+        bound = self.hidden_size**-0.5
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def project_inputs(self, x: Tensor) -> Tensor:
+        """[T, B, I] -> [T, B, 4H]: W_ih x_t + b_ih for every step in one GEMM."""
+        return F.linear(x, self.weight_ih_l0, self.bias_ih_l0)
+
+    def recurrent_weights(self) -> tuple[Tensor | None, ...]:
+        """The weights the cell needs, read once per call (WeightDrop sets `weight_hh_l0`)."""
+        return self.weight_hh_l0, self.bias_hh_l0
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        if state is None:
+            h = c = x.new_zeros(x.size(1), self.hidden_size)
+        else:
+            h, c = state[0][0], state[1][0]
+        gates_x = self.project_inputs(x)
+        weights = self.recurrent_weights()
+        mask = None
+        if self.training and self.recurrent_dropout > 0:
+            mask = bernoulli_mask(h, h.shape, self.recurrent_dropout)
+        outputs = []
+        for gates_x_t in gates_x.unbind(0):
+            h, c = self.cell_fn(gates_x_t, h if mask is None else h * mask, c, *weights)
+            outputs.append(h)
+        return torch.stack(outputs), (h.unsqueeze(0), c.unsqueeze(0))
+
+    def extra_repr(self) -> str:
+        cell = getattr(self.cell_fn, "__name__", repr(self.cell_fn))
+        return (
+            f"{self.input_size}, {self.hidden_size}, cell_fn={cell}, "
+            f"recurrent_dropout={self.recurrent_dropout}"
+        )
+
+
+def build_recurrent_layer(
+    input_size: int,
+    hidden_size: int,
+    *,
+    weight_drop: float,
+    weight_drop_mode: str,
+    recurrent_dropout: float,
+    runner: str = "auto",
+) -> nn.Module:
+    """One recurrent layer, wrapped in WeightDrop on `weight_hh_l0` when weight_drop > 0.
+
+    runner "auto" takes the fused cuDNN/ATen LSTM unless recurrent_dropout > 0, which needs the
+    per-step loop.
+    """
+    check_probability(weight_drop, "weight_drop")
+    check_weight_drop_mode(weight_drop_mode)
+    check_probability(recurrent_dropout, "recurrent_dropout")
+    if runner == "auto":
+        runner = "loop" if recurrent_dropout > 0 else "cudnn"
+    if runner not in RUNNERS:
+        raise ValueError(f"unknown runner {runner!r}; choose from {['auto', *RUNNERS]}")
+    layer = RUNNERS[runner](input_size, hidden_size, recurrent_dropout=recurrent_dropout)
+    if weight_drop > 0:
+        layer = WeightDrop(layer, ["weight_hh_l0"], weight_drop, weight_drop_mode)
+    return layer

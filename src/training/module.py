@@ -1,0 +1,227 @@
+"""The LightningModule: AWD-LSTM training with the paper's procedure (REFERENCE §2).
+
+Manual optimization, because each step scales the learning rate by ``seq_len / bptt`` (variable
+BPTT), clips the gradient norm, and NT-ASGD swaps the optimizer mid-run. Lightning 2 has no
+truncated BPTT, so the hidden state lives here: carried from window to window (detached), reset at
+the start of every training epoch and every evaluation pass.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import SumMetric
+
+from src.data.bptt import Window
+from src.models.awd import AWDLSTM, AWDLSTMConfig
+from src.models.regularizers import (
+    activation_regularization,
+    temporal_activation_regularization,
+)
+from src.training import nt_asgd
+
+Hidden = list[tuple[Tensor, Tensor]]
+
+
+def detach_hidden(hidden: Hidden) -> Hidden:
+    """Cut the graph between windows (truncated BPTT) while keeping the state's values."""
+    return [(h.detach(), c.detach()) for h, c in hidden]
+
+
+class LMModule(L.LightningModule):
+    """AWD-LSTM language model + loss (CE + AR + TAR) + SGD/NT-ASGD/Adam optimization.
+
+    Args are plain dicts (the composed Hydra groups) so checkpoints rebuild the module alone:
+    ``model`` -> :class:`AWDLSTMConfig`, ``optim`` and ``loss`` as in ``src/config.py``, ``data``
+    (kept for evaluation: tokenizer, corpus, batch sizes, ``bptt``).
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optim: dict[str, Any],
+        loss: dict[str, Any],
+        data: dict[str, Any],
+        quant: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = AWDLSTM(AWDLSTMConfig(**model))
+        self.automatic_optimization = False
+        self.char_level = bool(data.get("char_level", False))
+        self.vocab: list[str] | None = None  # set by the entry point; saved in checkpoints
+        # NT-ASGD state (saved in checkpoints so a resumed run keeps its phase and history).
+        self.asgd_active = False
+        self.val_history: list[float] = []
+        self._live_weights: dict[torch.nn.Parameter, Tensor] | None = None
+        # Token-weighted NLL sums (perplexity = exp(sum / count); REFERENCE §7).
+        self.val_nll = SumMetric()
+        self.val_tokens = SumMetric()
+        self.test_nll = SumMetric()
+        self.test_tokens = SumMetric()
+        self._train_hidden: Hidden | None = None
+        self._eval_hidden: Hidden | None = None
+        self._last_step_time: float | None = None
+
+    # ------------------------------------------------------------------ optimizers
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        o = self.hparams.optim
+        params = self.model.parameters()
+        if o["name"] == "adam":
+            return torch.optim.Adam(
+                params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"]
+            )
+        if self.asgd_active:  # resuming after the switch (REFERENCE §7)
+            return nt_asgd.make_asgd(params, lr=o["lr"], weight_decay=o["weight_decay"])
+        return torch.optim.SGD(params, lr=o["lr"], weight_decay=o["weight_decay"])
+
+    # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        self._train_hidden = None
+        self._last_step_time = None
+
+    def training_step(self, batch: Window, batch_idx: int) -> Tensor:
+        inputs, targets, lr_scale = batch
+        seq_len, batch_size = inputs.shape
+        hidden = self._train_hidden or self.model.init_hidden(batch_size)
+        out = self.model(inputs, hidden)
+        self._train_hidden = detach_hidden(out.hidden)
+
+        logits = self.model.decoder(out.output)
+        nll = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        ar = activation_regularization(out.dropped_outputs[-1], self.hparams.loss["alpha"])
+        tar = temporal_activation_regularization(out.raw_outputs[-1], self.hparams.loss["beta"])
+        loss = nll + ar + tar
+
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(loss)
+        if self.hparams.optim["clip"] > 0:
+            self.clip_gradients(
+                opt, gradient_clip_val=self.hparams.optim["clip"], gradient_clip_algorithm="norm"
+            )
+        group = opt.param_groups[0]
+        base_lr = group["lr"]
+        group["lr"] = base_lr * float(lr_scale)  # variable-length BPTT: lr * seq_len / bptt
+        opt.step()
+        group["lr"] = base_lr
+
+        tokens = seq_len * batch_size
+        self.log("train/loss", nll, on_step=True, on_epoch=True, prog_bar=True, batch_size=tokens)
+        self.log("train/ar", ar, on_step=True, on_epoch=False, batch_size=tokens)
+        self.log("train/tar", tar, on_step=True, on_epoch=False, batch_size=tokens)
+        self.log("lr", base_lr, on_step=True, on_epoch=False, batch_size=tokens)
+        self.log("optim/asgd", float(self.asgd_active), on_step=True, batch_size=tokens)
+        if self.char_level:
+            self.log("train/bpc", nll / math.log(2), on_step=True, on_epoch=True, batch_size=tokens)
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            rate = tokens / max(now - self._last_step_time, 1e-9)
+            self.log("train/tokens_per_sec", rate, on_step=True, on_epoch=True, prog_bar=True)
+        self._last_step_time = now
+        return loss.detach()
+
+    def on_train_epoch_end(self) -> None:
+        epoch = self.current_epoch + 1  # salesforce counts epochs from 1
+        if epoch in self.hparams.optim["when"]:
+            for group in self.optimizers().param_groups:
+                group["lr"] /= 10.0
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, batch: Window, nll_sum: SumMetric, count: SumMetric) -> None:
+        inputs, targets, _ = batch
+        hidden = self._eval_hidden or self.model.init_hidden(inputs.size(1))
+        out = self.model(inputs, hidden)
+        self._eval_hidden = detach_hidden(out.hidden)
+        logits = self.model.decoder(out.output)
+        nll = F.cross_entropy(
+            logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), reduction="sum"
+        )
+        nll_sum.update(nll)
+        count.update(torch.tensor(float(targets.numel()), device=nll.device))
+
+    def _log_eval(self, split: str, nll_sum: SumMetric, count: SumMetric) -> float:
+        loss = (nll_sum.compute() / count.compute()).item()
+        nll_sum.reset()
+        count.reset()
+        self.log(f"{split}/loss", loss, sync_dist=False)
+        self.log(f"{split}/ppl", math.exp(min(loss, 700.0)), prog_bar=True)
+        if self.char_level:
+            self.log(f"{split}/bpc", loss / math.log(2))
+        return loss
+
+    def on_validation_start(self) -> None:
+        if self.asgd_active and self.trainer.state.fn == "fit":
+            opt = self.trainer.optimizers[0]
+            if nt_asgd.has_averages(opt):
+                self._live_weights = nt_asgd.swap_in_averages(opt)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_hidden = None
+
+    def validation_step(self, batch: Window, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_nll, self.val_tokens)
+
+    def on_validation_epoch_end(self) -> None:
+        val_loss = self._log_eval("val", self.val_nll, self.val_tokens)
+        if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
+            return
+        o = self.hparams.optim
+        if (
+            o["name"] == "sgd"
+            and o["nt_asgd"]
+            and not self.asgd_active
+            and nt_asgd.should_switch_to_asgd(self.val_history, val_loss, o["nonmono"])
+        ):
+            self._switch_to_asgd()
+        self.val_history.append(val_loss)
+
+    def on_validation_end(self) -> None:
+        # Checkpoint callbacks have run (they see the averaged weights); restore the live ones.
+        if self._live_weights is not None:
+            nt_asgd.restore_live(self._live_weights)
+            self._live_weights = None
+
+    def _switch_to_asgd(self) -> None:
+        sgd = self.trainer.optimizers[0]
+        lr, wd = sgd.param_groups[0]["lr"], sgd.param_groups[0]["weight_decay"]
+        self.trainer.optimizers = [nt_asgd.make_asgd(self.model.parameters(), lr, wd)]
+        self.asgd_active = True
+        self.print(f"NT-ASGD: switching to averaged SGD at epoch {self.current_epoch + 1}")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_hidden = None
+
+    def test_step(self, batch: Window, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_nll, self.test_tokens)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test", self.test_nll, self.test_tokens)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vocab"] = self.vocab
+        checkpoint["nt_asgd"] = {"active": self.asgd_active, "history": list(self.val_history)}
+        if self._live_weights is not None:
+            # The state dict holds the averaged weights (what evaluation should use); keep the
+            # live iterate too so a resumed run continues exactly where it was.
+            names = {p: n for n, p in self.named_parameters()}
+            checkpoint["nt_asgd"]["live_weights"] = {
+                names[p]: v.cpu() for p, v in self._live_weights.items()
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.vocab = checkpoint.get("vocab")
+        state = checkpoint.get("nt_asgd", {})
+        self.asgd_active = bool(state.get("active", False))
+        self.val_history = list(state.get("history", []))
+        trainer = self._trainer
+        resuming = trainer is not None and trainer.state.fn == "fit"
+        if resuming and "live_weights" in state:
+            checkpoint["state_dict"].update(state["live_weights"])
