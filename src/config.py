@@ -93,6 +93,7 @@ class Engine(str, Enum):
 
 @dataclass
 class EvalConfig:
+    task_name: str = "eval"
     ckpt_path: str = MISSING
     split: Split = Split.test
     batch_size: int | None = None  # default: data.eval_batch_size (valid) or test_batch_size (test)

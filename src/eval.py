@@ -37,7 +37,9 @@ def build_eval_datamodule(cfg: DictConfig, data: dict[str, Any], seed: int) -> L
     return LMDataModule(**data, seed=seed)
 
 
-def check_vocabulary(checkpoint_vocab: list[str] | None, corpus_vocab: list[str], where: str) -> None:
+def check_vocabulary(
+    checkpoint_vocab: list[str] | None, corpus_vocab: list[str], where: str
+) -> None:
     """Refuse to score a corpus with a model trained on another vocabulary."""
     if checkpoint_vocab is None:
         raise ValueError(f"{where} stores no vocabulary; it was not written by src.train.")

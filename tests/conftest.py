@@ -51,11 +51,29 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-TINY_WORDS = "the a cat dog sat ran on under mat log big small red blue quickly slowly".split()
+TINY_WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "ran",
+    "on",
+    "under",
+    "mat",
+    "log",
+    "big",
+    "small",
+    "red",
+    "blue",
+    "quickly",
+    "slowly",
+]
 
 
-def write_tiny_corpus(root: Path, name: str = "tiny", n_lines: tuple[int, int, int] = (60, 12, 12),
-                      seed: int = 0) -> Path:
+def write_tiny_corpus(
+    root: Path, name: str = "tiny", n_lines: tuple[int, int, int] = (60, 12, 12), seed: int = 0
+) -> Path:
     """A few hundred word tokens with some structure, in <root>/<name>/{train,valid,test}.txt."""
     rng = random.Random(seed)
     folder = root / name
@@ -89,14 +107,15 @@ TINY_OVERRIDES = [
     "model.num_layers=2",
     "trainer.max_epochs=2",
     "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false",
+    "~callbacks.rich_progress_bar",
     "trainer.enable_model_summary=false",
     "logger=csv",
 ]
 
 
-def compose_train(overrides: Sequence[str], out_dir: Path, data_dir: Path, cache: Path,
-                  config_name: str = "train") -> DictConfig:
+def compose_train(
+    overrides: Sequence[str], out_dir: Path, data_dir: Path, cache: Path, config_name: str = "train"
+) -> DictConfig:
     """Compose ``conf/train.yaml`` as the CLI would, with the run's paths made explicit."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides))
@@ -114,8 +133,7 @@ def run_tiny(tmp_path: Path, tiny_data_dir: Path, cache_dir: Path) -> Callable[.
     from src.train import train
 
     def _run(*overrides: str, out: str = "run") -> dict[str, Any]:
-        cfg = compose_train([*TINY_OVERRIDES, *overrides], tmp_path / out, tiny_data_dir,
-                            cache_dir)
+        cfg = compose_train([*TINY_OVERRIDES, *overrides], tmp_path / out, tiny_data_dir, cache_dir)
         return train(cfg)
 
     return _run

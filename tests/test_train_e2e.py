@@ -16,12 +16,17 @@ import torch
 from tests.conftest import CONF_DIR, REPO, compose_train, write_tiny_corpus
 
 
-def run_cli(module: str, *args: str, env: dict[str, str] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    module: str, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "WANDB_SILENT": "true", **(env or {})}
     proc = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO, env=full_env, text=True,
-        capture_output=True, timeout=600,
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=full_env,
+        text=True,
+        capture_output=True,
+        timeout=600,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -33,8 +38,13 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, corpora_dir: Path) -> Pa
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     cache = tmp_path_factory.mktemp("smoke_cache")
     start = time.perf_counter()
-    run_cli("src.train", "experiment=smoke", f"paths.data_dir={corpora_dir}",
-            f"paths.cache_dir={cache}", f"hydra.run.dir={run_dir}")
+    run_cli(
+        "src.train",
+        "experiment=smoke",
+        f"paths.data_dir={corpora_dir}",
+        f"paths.cache_dir={cache}",
+        f"hydra.run.dir={run_dir}",
+    )
     elapsed = time.perf_counter() - start
     assert elapsed < 60, f"smoke run took {elapsed:.0f} s"
     return run_dir
@@ -56,13 +66,20 @@ def test_smoke_run_fills_the_run_folder(smoke_run: Path) -> None:
     assert 1.0 < results["val/ppl"] < 10_000
 
 
-def test_eval_cli_reports_json_and_matches_training(smoke_run: Path, corpora_dir: Path,
-                                                    tmp_path: Path) -> None:
+def test_eval_cli_reports_json_and_matches_training(
+    smoke_run: Path, corpora_dir: Path, tmp_path: Path
+) -> None:
     ckpt = smoke_run / "checkpoints" / "best.ckpt"
     out = tmp_path / "eval.json"
-    proc = run_cli("src.eval", f"ckpt_path={ckpt}", "split=valid", f"paths.data_dir={corpora_dir}",
-                   f"paths.cache_dir={tmp_path / 'cache'}", f"out={out}",
-                   f"hydra.run.dir={tmp_path / 'eval'}")
+    proc = run_cli(
+        "src.eval",
+        f"ckpt_path={ckpt}",
+        "split=valid",
+        f"paths.data_dir={corpora_dir}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"out={out}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     assert last == json.loads(out.read_text())
     assert last["split"] == "valid" and last["ppl"] > 1
@@ -70,9 +87,14 @@ def test_eval_cli_reports_json_and_matches_training(smoke_run: Path, corpora_dir
 
 def test_eval_refuses_another_vocabulary(smoke_run: Path, tmp_path: Path) -> None:
     write_tiny_corpus(tmp_path / "other", name="ptb")
-    proc = run_cli("src.eval", f"ckpt_path={smoke_run / 'checkpoints' / 'best.ckpt'}",
-                   f"paths.data_dir={tmp_path / 'other'}", f"paths.cache_dir={tmp_path / 'c'}",
-                   f"hydra.run.dir={tmp_path / 'eval'}", check=False)
+    proc = run_cli(
+        "src.eval",
+        f"ckpt_path={smoke_run / 'checkpoints' / 'best.ckpt'}",
+        f"paths.data_dir={tmp_path / 'other'}",
+        f"paths.cache_dir={tmp_path / 'c'}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        check=False,
+    )
     assert proc.returncode != 0
     assert "vocabulary mismatch" in proc.stderr
 
@@ -87,10 +109,16 @@ def test_tiny_run_writes_results(run_tiny, tiny_data_dir: Path, tmp_path: Path) 
     assert results["val/ppl"] > 1 and results["test/ppl"] > 1
     assert Path(results["best_checkpoint"]).is_file()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("eval", overrides=[f"ckpt_path={results['best_checkpoint']}",
-                                         "split=valid", "accelerator=cpu",
-                                         f"paths.data_dir={tiny_data_dir}",
-                                         f"paths.cache_dir={tmp_path / 'c'}"])
+        cfg = compose(
+            "eval",
+            overrides=[
+                f"ckpt_path={results['best_checkpoint']}",
+                "split=valid",
+                "accelerator=cpu",
+                f"paths.data_dir={tiny_data_dir}",
+                f"paths.cache_dir={tmp_path / 'c'}",
+            ],
+        )
     scored = evaluate(cfg)
     assert scored["loss"] == pytest.approx(results["val/loss"], rel=1e-5)
 
@@ -120,8 +148,7 @@ def test_nt_asgd_switch_end_to_end(run_tiny, monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(module_mod.nt_asgd, "should_switch_to_asgd", lambda h, v, n: len(h) >= 1)
     results = run_tiny("trainer.max_epochs=3")
-    last = torch.load(Path(results["best_checkpoint"]).with_name("last.ckpt"),
-                      weights_only=False)
+    last = torch.load(Path(results["best_checkpoint"]).with_name("last.ckpt"), weights_only=False)
     assert last["nt_asgd"]["active"] is True
     assert len(last["nt_asgd"]["history"]) == 3
     assert "live_weights" in last["nt_asgd"]
@@ -174,13 +201,20 @@ def test_cli_bad_key_message(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ptb_tiny_one_epoch_reaches_salesforce_perplexity(corpora_dir: Path, cache_dir: Path,
-                                                          tmp_path: Path) -> None:
+def test_ptb_tiny_one_epoch_reaches_salesforce_perplexity(
+    corpora_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
     """REFERENCE: the authors' code reaches 248.5 validation perplexity after one epoch."""
     from src.train import train
 
-    cfg = compose_train(["experiment=ptb_tiny", "logger=csv", "trainer.enable_progress_bar=false"],
-                        tmp_path / "run", corpora_dir, cache_dir)
+    cfg = compose_train(
+        ["experiment=ptb_tiny", "logger=csv", "~callbacks.rich_progress_bar"],
+        tmp_path / "run",
+        corpora_dir,
+        cache_dir,
+    )
     results = train(cfg)
-    print(f"ptb_tiny one epoch: val ppl {results['val/ppl']:.2f}, test ppl {results['test/ppl']:.2f}")
+    print(
+        f"ptb_tiny one epoch: val ppl {results['val/ppl']:.2f}, test ppl {results['test/ppl']:.2f}"
+    )
     assert results["val/ppl"] <= 255.0

@@ -30,7 +30,7 @@ DATA_DIR_HINT = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CorpusArrays:
     """A tokenized corpus: the vocabulary and one read-only int32 memmap per split."""
 

@@ -57,10 +57,11 @@ class LMDataModule(L.LightningDataModule):
             ("data.bptt", bptt),
             ("data.min_bptt", min_bptt),
         ]:
-            _check(isinstance(value, int) and value > 0, key, "must be a positive integer", value)
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            _check(ok, key, "must be a positive integer", value)
         _check(0.0 <= bptt_p <= 1.0, "data.bptt_p", "must be a probability in [0, 1]", bptt_p)
         _check(bptt_std >= 0.0, "data.bptt_std", "must be >= 0", bptt_std)
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).expanduser()
         self.corpus = corpus
         self.tokenizer = tokenizer
         self.char_level = char_level
@@ -71,7 +72,7 @@ class LMDataModule(L.LightningDataModule):
         self.variable_bptt = variable_bptt
         self.bptt_p, self.bptt_std, self.min_bptt = bptt_p, bptt_std, min_bptt
         self.seed = seed
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = Path(cache_dir).expanduser()
         self.download = download
         self.url_overrides = dict(url_overrides) if url_overrides else None
         self._arrays: CorpusArrays | None = None
@@ -126,6 +127,12 @@ class LMDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(WindowIterable(self._split("test"), self.bptt), batch_size=None)
+
+    def __getstate__(self) -> dict:
+        """Pickle without the memmaps (ddp_spawn would copy them whole); setup re-maps them."""
+        state = self.__dict__.copy()
+        state["_arrays"], state["_streams"] = None, {}
+        return state
 
     # -- helpers ------------------------------------------------------------------------
     def _load(self) -> CorpusArrays:

@@ -58,8 +58,10 @@ class Download:
     archive: Literal["none", "zip", "tar"] = "none"
 
     def __post_init__(self) -> None:
-        if self.archive == "none" and (len(self.members) != 1 or self.members[0].name):
-            raise ValueError(f"{self.url}: a plain file holds exactly one unnamed member")
+        if self.archive == "none" and (
+            len(self.members) != 1 or self.members[0].name or not self.sha256
+        ):
+            raise ValueError(f"{self.url}: a plain file needs a sha256 and one unnamed member")
         if self.archive != "none" and not all(m.name for m in self.members):
             raise ValueError(f"{self.url}: archive members need a name")
         if self.sha256 is None and not all(m.sha256 for m in self.members):
@@ -203,6 +205,7 @@ def _install(
             what = url if url == dl.url else f"{url} (override of {dl.url})"
             blob = _fetch(url, tmp / "download.part", dl.sha256, what)
             staged.update(_extract(dl, what, blob, wanted, tmp))
+            blob.unlink(missing_ok=True)  # free the archive's disk space before the next one
         target.mkdir(exist_ok=True)
         for split, path in staged.items():
             os.replace(path, target / f"{split}.txt")

@@ -20,6 +20,7 @@ from src.models.dropout import (
     embedding_dropout,
 )
 from src.models.recurrent import State, build_recurrent_layer
+from src.quant.qat_modules import QuantLinear, activation_quantizer, weight_quantizer
 
 
 @dataclass
@@ -38,7 +39,8 @@ class AWDLSTMConfig:
     weight_drop_mode: str = "elementwise"  # elementwise | row (4H, 1) | column (1, H)
     recurrent_dropout: float = 0.0  # Gal & Ghahramani dropout on h_{t-1} (loop runner)
     tie_weights: bool = True  # [tied] decoder weight is the embedding matrix
-    runner: str = "auto"  # auto | cudnn | loop (see recurrent.RUNNERS)
+    cell: str = "lstm"  # lstm | mlstm (Krause et al. 2016); see recurrent.LAYERS
+    runner: str = "auto"  # auto | cudnn | loop | qat (see recurrent.resolve_runner)
     init_range: float = 0.1  # embedding and decoder weights U(-r, r)
 
     def __post_init__(self) -> None:
@@ -70,9 +72,11 @@ class LMOutput(NamedTuple):
 class AWDLSTM(nn.Module):
     """AWD-LSTM: embedding dropout, locked dropouts, weight-dropped LSTMs, tied decoder."""
 
-    def __init__(self, config: AWDLSTMConfig) -> None:
+    def __init__(self, config: AWDLSTMConfig, quant: object | None = None) -> None:
+        """`quant`: a `src.quant.config.QuantConfig`; enabled -> quantization-aware layers."""
         super().__init__()
         self.config = c = config
+        self.quant = quant
         sizes = self.layer_sizes()
         if c.tie_weights and sizes[-1][1] != c.emb_size:
             raise ValueError(
@@ -80,6 +84,10 @@ class AWDLSTM(nn.Module):
                 f"weight is the embedding matrix), but it outputs {sizes[-1][1]}"
             )
         self.embedding = nn.Embedding(c.vocab_size, c.emb_size)
+        # QAT (docs/quantization.md): int8 per-row embedding, int8 affine layer-1 input;
+        # nn.Identity in float.
+        self.embedding_quant = weight_quantizer(quant, "embedding")
+        self.input_quant = activation_quantizer(quant, "input")
         self.input_dropout = LockedDropout(c.dropout_input)
         self.layers = nn.ModuleList(
             build_recurrent_layer(
@@ -89,12 +97,16 @@ class AWDLSTM(nn.Module):
                 weight_drop_mode=c.weight_drop_mode,
                 recurrent_dropout=c.recurrent_dropout,
                 runner=c.runner,
+                cell=c.cell,
+                quant=quant,
             )
             for input_size, hidden_size in sizes
         )
         self.hidden_dropout = LockedDropout(c.dropout_hidden)
         self.output_dropout = LockedDropout(c.dropout_output)
-        self.decoder = nn.Linear(sizes[-1][1], c.vocab_size)
+        self.decoder = QuantLinear(
+            sizes[-1][1], c.vocab_size, weight_quant=weight_quantizer(quant, "decoder")
+        )
         if c.tie_weights:
             # Inan et al. 2017; Press & Wolf 2017: one Parameter for both
             self.decoder.weight = self.embedding.weight
@@ -134,7 +146,7 @@ class AWDLSTM(nn.Module):
         """tokens [T, B] -> LMOutput; `hidden` None starts every layer from zeros."""
         c = self.config
         weight = embedding_dropout(self.embedding.weight, c.dropout_emb, self.training)
-        x = self.input_dropout(F.embedding(tokens, weight))
+        x = self.input_dropout(self.input_quant(F.embedding(tokens, self.embedding_quant(weight))))
         if hidden is None:
             hidden = [None] * len(self.layers)
         new_hidden, raw_outputs, dropped_outputs = [], [], []

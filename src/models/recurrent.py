@@ -5,8 +5,12 @@ Every runner is called as
     layer(x: [T, B, I], state: (h [1, B, H], c [1, B, H]) | None) -> (y [T, B, H], (h, c))
 
 and names its parameters as a single-layer `nn.LSTM` (`weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`,
-`bias_hh_l0`), so one state dict loads into every runner. A runner is registered under a name
-(`RUNNERS`) and built as `cls(input_size, hidden_size, recurrent_dropout=...)`.
+`bias_hh_l0`), so one state dict loads into every runner of a cell. A layer class is registered
+under its cell and runner names (`LAYERS[(cell, runner)]`, e.g. `("lstm", "cudnn")`) and built as
+`cls(input_size, hidden_size, recurrent_dropout=..., **options)`; its class attribute
+`recurrent_weight_names` lists the hidden-to-hidden weights that weight drop applies to.
+Cells and runners defined elsewhere (the mLSTM, the fake-quantized cells) register themselves when
+their module is imported; `PLUGIN_MODULES` lists those modules.
 """
 
 from __future__ import annotations
@@ -22,19 +26,41 @@ from src.models.dropout import WeightDrop, bernoulli_mask, check_probability, ch
 
 State = tuple[Tensor, Tensor]  # (h, c), each [1, B, H]
 
-RUNNERS: dict[str, type[nn.Module]] = {}
+LAYERS: dict[tuple[str, str], type[nn.Module]] = {}
+RUNNERS = LAYERS  # backwards-compatible name
+
+# Modules that register further cells/runners on import (kept out of this file's imports so
+# recurrent.py does not depend on them).
+PLUGIN_MODULES: tuple[str, ...] = ("src.models.mlstm", "src.quant.qat_layers")
 
 
-def register_runner(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: make a recurrent layer buildable as `runner=name`."""
+def register_layer(cell: str, runner: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: make a recurrent layer buildable as `cell=cell, runner=runner`."""
 
     def register(cls: type[nn.Module]) -> type[nn.Module]:
-        if name == "auto" or name in RUNNERS:
-            raise ValueError(f"runner name {name!r} is reserved or already registered")
-        RUNNERS[name] = cls
+        if runner == "auto" or (cell, runner) in LAYERS:
+            raise ValueError(f"layer {(cell, runner)!r} is reserved or already registered")
+        LAYERS[(cell, runner)] = cls
         return cls
 
     return register
+
+
+def register_runner(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Register an LSTM runner (shorthand for `register_layer("lstm", name)`)."""
+    return register_layer("lstm", name)
+
+
+def load_plugins() -> None:
+    """Import the modules that register extra cells and runners (missing ones are skipped)."""
+    import importlib
+
+    for name in PLUGIN_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
 
 
 @register_runner("cudnn")
@@ -44,6 +70,8 @@ class CuDNNLSTMLayer(nn.LSTM):
     The fused kernels run all time steps inside one call and never expose h_{t-1}, so they cannot
     apply recurrent dropout to it (use the loop runner for that).
     """
+
+    recurrent_weight_names = ("weight_hh_l0",)
 
     def __init__(self, input_size: int, hidden_size: int, *, recurrent_dropout: float = 0.0):
         if recurrent_dropout > 0:
@@ -66,6 +94,8 @@ class LoopLSTMLayer(nn.Module):
     (B, H) mask m per forward call, fixed over time, scaled 1 / (1 - p); training only. The state
     handed to the next call is the undropped h_T.
     """
+
+    recurrent_weight_names = ("weight_hh_l0",)
 
     def __init__(
         self,
@@ -122,6 +152,27 @@ class LoopLSTMLayer(nn.Module):
         )
 
 
+def resolve_runner(cell: str, runner: str, recurrent_dropout: float, quantized: bool) -> str:
+    """`auto` -> the fastest runner that supports the request.
+
+    Quantization-aware training needs the `qat` runner (explicit matmuls to fake-quantize);
+    recurrent dropout needs a per-step runner; otherwise the fused cuDNN/ATen kernel if the cell
+    has one.
+    """
+    if quantized:
+        if runner not in ("auto", "qat"):
+            raise ValueError(
+                f"runner={runner!r} cannot fake-quantize; quantization-aware training uses "
+                "runner='qat' (or 'auto')"
+            )
+        return "qat"
+    if runner != "auto":
+        return runner
+    if recurrent_dropout == 0 and (cell, "cudnn") in LAYERS:
+        return "cudnn"
+    return "loop"
+
+
 def build_recurrent_layer(
     input_size: int,
     hidden_size: int,
@@ -130,20 +181,30 @@ def build_recurrent_layer(
     weight_drop_mode: str,
     recurrent_dropout: float,
     runner: str = "auto",
+    cell: str = "lstm",
+    quant: object | None = None,
+    **options: object,
 ) -> nn.Module:
-    """One recurrent layer, wrapped in WeightDrop on `weight_hh_l0` when weight_drop > 0.
+    """One recurrent layer, its recurrent weights wrapped in WeightDrop when weight_drop > 0.
 
-    runner "auto" takes the fused cuDNN/ATen LSTM unless recurrent_dropout > 0, which needs the
-    per-step loop.
+    `quant` (a `src.quant.config.QuantConfig` with `enabled: true`) selects the fake-quantized
+    layer of the cell; `options` are the cell's own settings, passed to its constructor.
     """
     check_probability(weight_drop, "weight_drop")
     check_weight_drop_mode(weight_drop_mode)
     check_probability(recurrent_dropout, "recurrent_dropout")
-    if runner == "auto":
-        runner = "loop" if recurrent_dropout > 0 else "cudnn"
-    if runner not in RUNNERS:
-        raise ValueError(f"unknown runner {runner!r}; choose from {['auto', *RUNNERS]}")
-    layer = RUNNERS[runner](input_size, hidden_size, recurrent_dropout=recurrent_dropout)
+    quantized = bool(quant is not None and getattr(quant, "enabled", False))
+    if (cell, "cudnn") not in LAYERS or quantized or cell != "lstm":
+        load_plugins()
+    runner = resolve_runner(cell, runner, recurrent_dropout, quantized)
+    if (cell, runner) not in LAYERS:
+        known = sorted({f"{c}/{r}" for c, r in LAYERS})
+        raise ValueError(f"no layer for cell={cell!r} runner={runner!r}; known: {known}")
+    cls = LAYERS[(cell, runner)]
+    if quantized:
+        options = {**options, "quant": quant}
+    layer = cls(input_size, hidden_size, recurrent_dropout=recurrent_dropout, **options)
     if weight_drop > 0:
-        layer = WeightDrop(layer, ["weight_hh_l0"], weight_drop, weight_drop_mode)
+        names = list(getattr(cls, "recurrent_weight_names", ("weight_hh_l0",)))
+        layer = WeightDrop(layer, names, weight_drop, weight_drop_mode)
     return layer

@@ -24,6 +24,7 @@ from src.models.regularizers import (
     activation_regularization,
     temporal_activation_regularization,
 )
+from src.quant.config import QuantConfig
 from src.training import nt_asgd
 
 Hidden = list[tuple[Tensor, Tensor]]
@@ -52,7 +53,7 @@ class LMModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = AWDLSTM(AWDLSTMConfig(**model))
+        self.model = AWDLSTM(AWDLSTMConfig(**model), quant=QuantConfig(**(quant or {})))
         self.automatic_optimization = False
         self.char_level = bool(data.get("char_level", False))
         self.vocab: list[str] | None = None  # set by the entry point; saved in checkpoints
@@ -123,7 +124,10 @@ class LMModule(L.LightningModule):
         now = time.perf_counter()
         if self._last_step_time is not None:
             rate = tokens / max(now - self._last_step_time, 1e-9)
-            self.log("train/tokens_per_sec", rate, on_step=True, on_epoch=True, prog_bar=True)
+            self.log(
+                "train/tokens_per_sec", rate, on_step=True, on_epoch=True, prog_bar=True,
+                batch_size=tokens,
+            )
         self._last_step_time = now
         return loss.detach()
 

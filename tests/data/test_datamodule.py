@@ -1,5 +1,6 @@
 """LMDataModule: argument checks, per-rank streams, epochs, and a real Lightning loop."""
 
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -137,6 +138,15 @@ def test_batch_must_divide_over_ranks(tmp_path):
     dm.trainer = fake_trainer(0, 2)
     with pytest.raises(ValueError, match=r"data\.batch_size must be divisible.*\(2\)"):
         dm.setup("fit")
+
+
+def test_pickling_drops_the_memmaps(tmp_path):
+    dm = datamodule(tmp_path)
+    dm.setup("fit")
+    clone = pickle.loads(pickle.dumps(dm))
+    assert clone._arrays is None and dm._arrays is not None
+    clone.setup("fit")
+    np.testing.assert_array_equal(clone._split("train"), dm._split("train"))
 
 
 def test_missing_corpus_without_download(tmp_path):

@@ -83,6 +83,16 @@ def test_registry_is_declarative_and_pinned():
     assert [m.name for m in wt2.members] == [f"wikitext-2/wiki.{s}.tokens" for s in SPLITS]
 
 
+def test_registry_entries_must_pin_every_file():
+    with pytest.raises(ValueError, match="needs one"):
+        download.Download("http://x/a.zip", (download.Member("train", "a"),), archive="zip")
+    with pytest.raises(ValueError, match="sha256"):
+        download.Download("http://x/train.txt", (download.Member("train"),))
+    dl = download.Download("http://x/t.txt", (download.Member("train"),), sha256="0" * 64)
+    with pytest.raises(ValueError, match="each of"):
+        download.CorpusSource("half", (dl,))
+
+
 def test_existing_folder_needs_no_network():
     assert ensure_corpus("ptb", CORPORA, download=False) == CORPORA / "ptb"
 

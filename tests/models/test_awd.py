@@ -57,7 +57,7 @@ def test_config_rejects_bad_sizes_and_modes() -> None:
         tiny(weight_drop_mode="gates")
     with pytest.raises(ValueError, match="^init_range must"):
         tiny(init_range=0.0)
-    with pytest.raises(ValueError, match="unknown runner"):
+    with pytest.raises(ValueError, match="no layer for cell"):
         AWDLSTM(tiny(runner="fused"))
 
 

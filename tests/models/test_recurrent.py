@@ -199,7 +199,7 @@ def test_build_wraps_in_weight_drop() -> None:
 def test_build_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="cannot apply recurrent_dropout"):
         build(runner="cudnn", recurrent_dropout=0.1)
-    with pytest.raises(ValueError, match="'cudnn', 'loop'"):
+    with pytest.raises(ValueError, match="lstm/cudnn.*lstm/loop"):
         build(runner="fused")
     with pytest.raises(ValueError, match="^weight_drop must"):
         build(weight_drop=1.0)
@@ -210,7 +210,8 @@ def test_build_rejects_bad_arguments() -> None:
 
 
 def test_runner_registry() -> None:
-    assert RUNNERS["cudnn"] is CuDNNLSTMLayer and RUNNERS["loop"] is LoopLSTMLayer
+    assert RUNNERS[("lstm", "cudnn")] is CuDNNLSTMLayer
+    assert RUNNERS[("lstm", "loop")] is LoopLSTMLayer
     with pytest.raises(ValueError, match="already registered"):
         register_runner("loop")(LoopLSTMLayer)
     try:
@@ -221,4 +222,4 @@ def test_runner_registry() -> None:
 
         assert type(build(runner="test-halved")) is Variant
     finally:
-        RUNNERS.pop("test-halved", None)
+        RUNNERS.pop(("lstm", "test-halved"), None)
