@@ -70,6 +70,7 @@ class TrainConfig:
     seed: int = 141
     ckpt_path: str | None = None  # resume training from this Lightning checkpoint
     test: bool = True  # evaluate the best checkpoint on the test split at the end
+    optimized_metric: str = "val/ppl"  # results.json key main() returns (what sweepers optimize)
     data: DataConfig = field(default_factory=DataConfig)
     model: AWDLSTMConfig = field(default_factory=AWDLSTMConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
@@ -103,11 +104,26 @@ class EvalConfig:
     paths: Any = MISSING
 
 
+class Tables(str, Enum):
+    interpolated = "interpolated"  # 513-knot int16 tables in the file (TFLite layout), 1 KiB each
+    full = "full"  # one int16 entry per input code (128 KiB each), correctly rounded
+
+
+@dataclass
+class ExportConfig:
+    task_name: str = "export"
+    ckpt_path: str = MISSING  # a checkpoint trained with quant=qat
+    out: str | None = None  # integer model file (default: <checkpoint>.int8.pt beside it)
+    tables: Tables = Tables.interpolated
+    paths: Any = MISSING
+
+
 def register_configs() -> None:
-    """Store the schemas so ``conf/train.yaml`` and ``conf/eval.yaml`` can extend them."""
+    """Store the schemas so ``conf/{train,eval,export}.yaml`` can extend them."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="export_schema", node=ExportConfig)
 
 
 register_configs()

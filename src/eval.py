@@ -1,8 +1,12 @@
-"""Evaluate a checkpoint: ``python -m src.eval ckpt_path=PATH [split=valid|test]``.
+"""Evaluate a checkpoint: ``python -m src.eval ckpt_path=PATH [split=valid|test] [engine=int8]``.
 
 Rebuilds the model and the corpus settings stored in the checkpoint, refuses a corpus whose
 vocabulary differs from the one the model was trained on, and prints the split's loss and
 perplexity; the last line of output is one JSON object of the metrics (also written to a file).
+
+``engine=float`` runs the Lightning model as trained (float, or fake-quantized for a QAT
+checkpoint). ``engine=int8`` runs the integer-only engine (``src.quant.engine``, on CPU) on a QAT
+checkpoint, converted on the fly, or on a file written by ``python -m src.export``.
 """
 
 from __future__ import annotations
@@ -10,15 +14,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from omegaconf import DictConfig
 
 from src.config import register_configs
 from src.data.datamodule import LMDataModule
+from src.quant import export as qexport
+from src.quant.engine import IntegerLM
 from src.training.checkpoint import load_module
 from src.utils.io import atomic_write_json
 
@@ -51,15 +59,14 @@ def check_vocabulary(
         )
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    ckpt_path = Path(cfg.ckpt_path)
+def _eval_float(cfg: DictConfig, ckpt_path: Path) -> tuple[float, int, float, bool]:
+    """The Lightning model (float or fake-quantized): (loss, tokens, seconds, char_level)."""
+    if qexport.is_export(_peek(ckpt_path)):
+        raise ValueError(f"{ckpt_path} is an exported integer model: evaluate it with engine=int8")
     module, _ = load_module(ckpt_path)
     datamodule = build_eval_datamodule(cfg, module.hparams.data, seed=0)
     datamodule.prepare_data()
     check_vocabulary(module.vocab, datamodule.vocab.itos, str(ckpt_path))
-    if cfg.engine.value != "float":
-        raise NotImplementedError(f"engine={cfg.engine.value} is not available yet")
-
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=1,
@@ -68,24 +75,81 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
+    start = time.perf_counter()
     if cfg.split.value == "valid":
         metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
         prefix = "val"
     else:
         metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
         prefix = "test"
-    loss = float(metrics[f"{prefix}/loss"])
+    seconds = time.perf_counter() - start
+    loader = datamodule.val_dataloader() if prefix == "val" else datamodule.test_dataloader()
+    tokens = sum(window[1].numel() for window in loader)
+    return float(metrics[f"{prefix}/loss"]), tokens, seconds, datamodule.char_level
+
+
+def load_integer_model(path: Path) -> tuple[IntegerLM, dict[str, Any]]:
+    """An exported integer model, or the integer model converted from a QAT checkpoint."""
+    payload = _peek(path)
+    if qexport.is_export(payload):
+        return qexport.from_payload(payload), payload.get("meta", {})
+    module, _ = load_module(path)
+    lm, _ = qexport.convert(module.model)
+    meta = {"vocab": module.vocab, "data": dict(module.hparams.data)}
+    return qexport.expand_tables(lm), meta
+
+
+def _eval_int8(cfg: DictConfig, path: Path) -> tuple[float, int, float, bool]:
+    """The integer engine on CPU, window by window: (loss, tokens, seconds, char_level)."""
+    lm, meta = load_integer_model(path)
+    datamodule = build_eval_datamodule(cfg, meta["data"], seed=0)
+    datamodule.prepare_data()
+    check_vocabulary(meta.get("vocab"), datamodule.vocab.itos, str(path))
+    loader = (
+        datamodule.val_dataloader()
+        if cfg.split.value == "valid"
+        else (datamodule.test_dataloader())
+    )
+    nll, tokens, state = 0.0, 0, None
+    start = time.perf_counter()
+    for inputs, targets, _ in loader:
+        window_nll, state = lm.score(inputs, targets, state)
+        nll += float(window_nll)
+        tokens += targets.numel()
+    seconds = time.perf_counter() - start
+    return nll / tokens, tokens, seconds, datamodule.char_level
+
+
+def _peek(path: Path) -> object:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist; pass ckpt_path=<run dir>/checkpoints/best.ckpt or an "
+            "exported integer model"
+        )
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    ckpt_path = Path(cfg.ckpt_path)
+    engine = cfg.engine.value
+    run = _eval_int8 if engine == "int8" else _eval_float
+    loss, tokens, seconds, char_level = run(cfg, ckpt_path)
     results: dict[str, Any] = {
         "split": cfg.split.value,
-        "engine": cfg.engine.value,
+        "engine": engine,
         "loss": loss,
         "ppl": math.exp(min(loss, 700.0)),
         "ckpt_path": str(ckpt_path),
+        "seconds": seconds,
     }
-    if datamodule.char_level:
+    if tokens:
+        results["tokens_per_sec"] = tokens / max(seconds, 1e-9)
+    if char_level:
         results["bpc"] = loss / math.log(2)
-    out = Path(cfg.out) if cfg.out else ckpt_path.with_name(
-        f"{ckpt_path.stem}.eval-{cfg.split.value}-{cfg.engine.value}.json"
+    out = (
+        Path(cfg.out)
+        if cfg.out
+        else ckpt_path.with_name(f"{ckpt_path.stem}.eval-{cfg.split.value}-{engine}.json")
     )
     atomic_write_json(out, results)
     log.info("wrote %s", out)

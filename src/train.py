@@ -20,9 +20,11 @@ from src.config import register_configs
 from src.data.datamodule import LMDataModule
 from src.training.module import LMModule
 from src.utils.io import atomic_write_json, atomic_write_text
+from src.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
 register_configs()
+register_resolvers()
 
 
 def container(node: DictConfig) -> dict[str, Any]:
@@ -119,10 +121,20 @@ def collect_results(
     return results
 
 
+def optimized_value(results: dict[str, Any], metric: str) -> float:
+    """The value sweepers optimize: ``results[metric]`` (``optimized_metric`` in the config)."""
+    if metric not in results:
+        raise KeyError(
+            f"optimized_metric={metric!r} is not in the run's results ({sorted(results)}); "
+            "test/* metrics need test=true, */bpc needs a character-level corpus"
+        )
+    return float(results[metric])
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns validation perplexity (the metric sweepers minimize)."""
-    return float(train(cfg)["val/ppl"])
+    """Hydra entry point; returns ``optimized_metric`` (default val/ppl) for sweepers."""
+    return optimized_value(train(cfg), cfg.optimized_metric)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ class WindowIterable(IterableDataset):
     With `variable=True`, T is drawn by `sample_seq_len` from an RNG seeded by (seed, epoch),
     identical on every rank; the epoch is `epoch_fn()` read at iteration start when that gives
     a number (e.g. the trainer's current epoch), else the last `set_epoch` value.
+    `skip_fn()`, read at iteration start, gives a number of leading windows to skip: a run
+    resumed mid-epoch continues with the window after the last one it trained on.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class WindowIterable(IterableDataset):
         min_len: int = 5,
         seed: int = 0,
         epoch_fn: Callable[[], int | None] | None = None,
+        skip_fn: Callable[[], int] | None = None,
     ) -> None:
         if streams.ndim != 2 or streams.shape[1] < 2:
             raise ValueError(f"streams must be (B, N) with N >= 2, got shape {streams.shape}")
@@ -87,6 +90,7 @@ class WindowIterable(IterableDataset):
         self.p, self.std, self.min_len = p, std, min_len
         self.seed = seed
         self.epoch_fn = epoch_fn
+        self.skip_fn = skip_fn
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -113,7 +117,11 @@ class WindowIterable(IterableDataset):
 
     def __iter__(self) -> Iterator[Window]:
         i = 0
-        for T in self.seq_lens():
+        skip = self.skip_fn() if self.skip_fn is not None else 0
+        for n, T in enumerate(self.seq_lens()):
+            if n < skip:  # the lengths are still drawn, so the RNG stays in step
+                i += T
+                continue
             chunk = np.array(self.streams[:, i : i + T + 1], dtype=np.int64).T  # (T + 1, B)
             block = torch.from_numpy(np.ascontiguousarray(chunk))
             lr_scale = T / self.bptt if self.variable else 1.0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from src.data.bptt import WindowIterable, batchify
@@ -77,6 +78,10 @@ class LMDataModule(L.LightningDataModule):
         self.url_overrides = dict(url_overrides) if url_overrides else None
         self._arrays: CorpusArrays | None = None
         self._streams: dict[str, np.ndarray] = {}
+        # Position in the training epoch, for exact resume (saved through `state_dict`).
+        self._train_epoch = -1
+        self._train_windows_done = 0
+        self._resume_position: tuple[int, int] | None = None  # (epoch, windows done)
 
     # -- data ---------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -119,14 +124,39 @@ class LMDataModule(L.LightningDataModule):
             min_len=self.min_bptt,
             seed=self.seed,
             epoch_fn=self._trainer_epoch,
+            skip_fn=self._start_train_pass,
         )
-        return DataLoader(windows, batch_size=None, num_workers=0)
+        return _loader(windows)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(WindowIterable(self._split("valid"), self.bptt), batch_size=None)
+        return _loader(WindowIterable(self._split("valid"), self.bptt))
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(WindowIterable(self._split("test"), self.bptt), batch_size=None)
+        return _loader(WindowIterable(self._split("test"), self.bptt))
+
+    # -- exact resume -------------------------------------------------------------------
+    def _start_train_pass(self) -> int:
+        """Called when a training pass starts: windows to skip (a restored mid-epoch position)."""
+        epoch = self._trainer_epoch() or 0
+        skip = 0
+        if self._resume_position is not None and self._resume_position[0] == epoch:
+            skip = self._resume_position[1]
+        self._resume_position = None
+        self._train_epoch, self._train_windows_done = epoch, skip
+        return skip
+
+    def on_before_batch_transfer(self, batch: object, dataloader_idx: int) -> object:
+        """Count the training windows handed to the model (the position a checkpoint records)."""
+        if self.trainer is not None and self.trainer.training:
+            self._train_windows_done += 1
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint: the epoch and how many of its windows were trained on."""
+        return {"epoch": self._train_epoch, "windows_done": self._train_windows_done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_position = (int(state_dict["epoch"]), int(state_dict["windows_done"]))
 
     def __getstate__(self) -> dict:
         """Pickle without the memmaps (ddp_spawn would copy them whole); setup re-maps them."""
@@ -156,6 +186,13 @@ class LMDataModule(L.LightningDataModule):
     def _trainer_epoch(self) -> int | None:
         """The trainer's epoch, read when a training pass starts (None without a trainer)."""
         return None if self.trainer is None else self.trainer.current_epoch
+
+
+def _loader(windows: WindowIterable) -> DataLoader:
+    """Windows are already batches (`batch_size=None`). The loader gets a generator of its own:
+    every `iter()` of a DataLoader draws a base seed, and from the global generator that draw
+    would shift the dropout masks of a resumed run against the uninterrupted one."""
+    return DataLoader(windows, batch_size=None, num_workers=0, generator=torch.Generator())
 
 
 def _streams(ids: np.ndarray, batch_size: int, key: str, rank: int, world: int) -> np.ndarray:

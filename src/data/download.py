@@ -1,7 +1,8 @@
 """Fetch public corpora (REFERENCE §7) into `<data_dir>/<name>/{train,valid,test}.txt`.
 
 Every byte is checked against a pinned sha256 (of the download, or of each extracted file when
-no archive hash is known). Work happens in a temp folder next to the destination; split files
+no archive hash is known); a corpus shipped as one file (enwik8) is then cut into splits by its
+`postprocess` step. Work happens in a temp folder next to the destination; split files
 are renamed into place only after everything verified, so a failed or interrupted download
 leaves nothing behind. URLs can be redirected (mirrors, tests) with `url_overrides`.
 """
@@ -17,7 +18,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -68,17 +69,71 @@ class Download:
             raise ValueError(f"{self.url}: without an archive sha256 every member needs one")
 
 
+# Turns the verified members ({member label: file}) into the split files ({split: file}), written
+# in the temp folder given as second argument.
+Postprocess = Callable[[dict[str, Path], Path], dict[str, Path]]
+
+
 @dataclass(frozen=True)
 class CorpusSource:
-    """Where a corpus comes from: downloads that together provide train, valid and test."""
+    """Where a corpus comes from: downloads that together provide train, valid and test.
+
+    Without `postprocess` each member is one split file (its `split`); with it, the members are
+    inputs labeled by `split` (any label, each once) and `postprocess` makes the three splits.
+    """
 
     name: str
     downloads: tuple[Download, ...]
+    postprocess: Postprocess | None = None
 
     def __post_init__(self) -> None:
-        splits = sorted(m.split for d in self.downloads for m in d.members)
-        if splits != sorted(SPLITS):
+        labels = sorted(m.split for d in self.downloads for m in d.members)
+        if self.postprocess is not None:
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"{self.name}: member labels must be unique, got {labels}")
+        elif labels != sorted(SPLITS):
             raise ValueError(f"{self.name}: downloads must provide each of {SPLITS} once")
+
+
+# A newline byte is a line break; every other byte its decimal code and a space (see ByteSplit).
+_BYTE_TOKENS = tuple("\n" if b == ord("\n") else f"{b} " for b in range(256))
+
+
+@dataclass(frozen=True)
+class ByteSplit:
+    """Cut one byte file into train | valid | test (the last `valid_bytes + test_bytes` bytes are
+    valid then test, as salesforce's `prep_enwik8.py`: enwik8's 10^8 bytes -> 90M / 5M / 5M).
+
+    Every byte is written as its decimal code followed by a space, and a newline byte as a line
+    break (salesforce writes the same tokens, space-joined). `data.tokenizer=word` therefore reads
+    one token per byte, the newline byte as `<eos>`, plus one `<eos>` closing a split's last line
+    when it does not end in a newline (as salesforce's tokenizer). Streams in blocks: memory is
+    independent of the file's size.
+    """
+
+    valid_bytes: int
+    test_bytes: int
+
+    def __call__(self, staged: dict[str, Path], tmp: Path) -> dict[str, Path]:
+        (source,) = staged.values()
+        size = source.stat().st_size
+        valid, test = self.valid_bytes, self.test_bytes
+        sizes = {"train": size - valid - test, "valid": valid, "test": test}
+        if min(sizes.values()) <= 0:
+            raise DownloadError(
+                f"the corpus file has {size} bytes, too few for {valid} validation and {test} "
+                "test bytes plus a training split"
+            )
+        out = {}
+        with open(source, "rb") as src:
+            for split, count in sizes.items():
+                out[split] = tmp / f"{split}.split.txt"
+                with open(out[split], "w", encoding="ascii", newline="\n") as dst:
+                    while count > 0:
+                        block = src.read(min(count, _BLOCK))
+                        dst.write("".join(map(_BYTE_TOKENS.__getitem__, block)))
+                        count -= len(block)
+        return out
 
 
 def _ptb_file(split: str, sha256: str) -> Download:
@@ -106,6 +161,19 @@ SOURCES: dict[str, CorpusSource] = {
     ),
     "wikitext-103": _wikitext(
         "wikitext-103", "242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590"
+    ),
+    # Hutter Prize: the first 10^8 bytes of an English Wikipedia XML dump, one member "enwik8".
+    "enwik8": CorpusSource(
+        "enwik8",
+        (
+            Download(
+                url="http://mattmahoney.net/dc/enwik8.zip",
+                members=(Member("bytes", "enwik8"),),
+                sha256="547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc",
+                archive="zip",
+            ),
+        ),
+        postprocess=ByteSplit(valid_bytes=5_000_000, test_bytes=5_000_000),
     ),
     # No hash of Mikolov's archive is known, so each extracted file is checked instead.
     "ptb-char": CorpusSource(
@@ -198,7 +266,8 @@ def _install(
     try:
         staged: dict[str, Path] = {}
         for dl in source.downloads:
-            wanted = [m for m in dl.members if m.split in missing]
+            # a postprocessed corpus needs every member to make any split
+            wanted = [m for m in dl.members if source.postprocess or m.split in missing]
             if not wanted:
                 continue
             url = overrides.get(dl.url, dl.url)
@@ -206,9 +275,11 @@ def _install(
             blob = _fetch(url, tmp / "download.part", dl.sha256, what)
             staged.update(_extract(dl, what, blob, wanted, tmp))
             blob.unlink(missing_ok=True)  # free the archive's disk space before the next one
+        if source.postprocess is not None:
+            staged = source.postprocess(staged, tmp)
         target.mkdir(exist_ok=True)
-        for split, path in staged.items():
-            os.replace(path, target / f"{split}.txt")
+        for split in missing:
+            os.replace(staged[split], target / f"{split}.txt")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

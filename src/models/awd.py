@@ -7,7 +7,7 @@ training loop chooses how to compute the loss (full softmax, split softmax, ...)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from src.models.dropout import (
     check_weight_drop_mode,
     embedding_dropout,
 )
+from src.models.mlstm import MLSTMOptions
 from src.models.recurrent import State, build_recurrent_layer
 from src.quant.qat_modules import QuantLinear, activation_quantizer, weight_quantizer
 
@@ -42,6 +43,7 @@ class AWDLSTMConfig:
     cell: str = "lstm"  # lstm | mlstm (Krause et al. 2016); see recurrent.LAYERS
     runner: str = "auto"  # auto | cudnn | loop | qat (see recurrent.resolve_runner)
     init_range: float = 0.1  # embedding and decoder weights U(-r, r)
+    mlstm: MLSTMOptions = field(default_factory=MLSTMOptions)  # cell options when cell: mlstm
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "emb_size", "hidden_size", "num_layers"):
@@ -60,6 +62,13 @@ class AWDLSTMConfig:
         check_weight_drop_mode(self.weight_drop_mode)
         if not self.init_range > 0:
             raise ValueError(f"init_range must be positive, got {self.init_range!r}")
+        if not isinstance(self.mlstm, MLSTMOptions):  # a plain dict: hparams, checkpoints
+            self.mlstm = MLSTMOptions(**self.mlstm)
+        if self.cell == "mlstm" and self.mlstm.proj_size is not None:
+            raise ValueError(
+                "mlstm.proj_size is not supported inside AWDLSTM yet: with a projection h and c "
+                "differ in size, but layer_sizes()/init_hidden() give one size per layer"
+            )
 
 
 class LMOutput(NamedTuple):
@@ -99,6 +108,7 @@ class AWDLSTM(nn.Module):
                 runner=c.runner,
                 cell=c.cell,
                 quant=quant,
+                **(asdict(c.mlstm) if c.cell == "mlstm" else {}),
             )
             for input_size, hidden_size in sizes
         )

@@ -8,6 +8,7 @@ the start of every training epoch and every evaluation pass.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -24,10 +25,18 @@ from src.models.regularizers import (
     activation_regularization,
     temporal_activation_regularization,
 )
+from src.quant.calibration import (
+    align_quantizer_state,
+    calibrate,
+    load_observer_state,
+    observer_state,
+)
 from src.quant.config import QuantConfig
+from src.quant.fake_quant import enable_fake_quant, enable_observer
 from src.training import nt_asgd
 
 Hidden = list[tuple[Tensor, Tensor]]
+log = logging.getLogger(__name__)
 
 
 def detach_hidden(hidden: Hidden) -> Hidden:
@@ -61,12 +70,18 @@ class LMModule(L.LightningModule):
         self.asgd_active = False
         self.val_history: list[float] = []
         self._live_weights: dict[torch.nn.Parameter, Tensor] | None = None
+        # QAT: ranges of the live weights while the averaged ones are evaluated, and the
+        # (fake quant, observers) switches last applied by the schedule.
+        self._live_observers: dict[str, Tensor] | None = None
+        self._quant_switches: tuple[bool, bool] | None = None
         # Token-weighted NLL sums (perplexity = exp(sum / count); REFERENCE §7).
         self.val_nll = SumMetric()
         self.val_tokens = SumMetric()
         self.test_nll = SumMetric()
         self.test_tokens = SumMetric()
         self._train_hidden: Hidden | None = None
+        # (epoch, hidden) restored from a mid-epoch checkpoint; used when that epoch restarts
+        self._restored_hidden: tuple[int, Hidden] | None = None
         self._eval_hidden: Hidden | None = None
         self._last_step_time: float | None = None
 
@@ -83,11 +98,35 @@ class LMModule(L.LightningModule):
         return torch.optim.SGD(params, lr=o["lr"], weight_decay=o["weight_decay"])
 
     # ------------------------------------------------------------------ training
+    def on_train_start(self) -> None:
+        # Resumed mid-epoch (Lightning then skips on_train_epoch_start): carry on from the
+        # hidden state after the last trained window, as the uninterrupted run would.
+        restored, self._restored_hidden = self._restored_hidden, None
+        if restored is not None and restored[0] == self.current_epoch:
+            self._train_hidden = [(h.to(self.device), c.to(self.device)) for h, c in restored[1]]
+
     def on_train_epoch_start(self) -> None:
         self._train_hidden = None
         self._last_step_time = None
 
+    def _apply_quant_schedule(self) -> None:
+        """QAT schedule by optimizer step: float until ``delay_steps`` (observers already
+        tracking ranges, as in Jacob et al.), fake quantization from then on; observers frozen
+        from ``freeze_observers_step``. Switches are applied only when they change."""
+        quant = self.model.quant
+        if not quant.enabled:
+            return
+        step = self.global_step
+        fake_quant = step >= quant.delay_steps
+        freeze = quant.freeze_observers_step
+        observe = freeze is None or step < freeze
+        if self._quant_switches != (fake_quant, observe):
+            enable_fake_quant(self.model, fake_quant)
+            enable_observer(self.model, observe)
+            self._quant_switches = (fake_quant, observe)
+
     def training_step(self, batch: Window, batch_idx: int) -> Tensor:
+        self._apply_quant_schedule()
         inputs, targets, lr_scale = batch
         seq_len, batch_size = inputs.shape
         hidden = self._train_hidden or self.model.init_hidden(batch_size)
@@ -125,7 +164,11 @@ class LMModule(L.LightningModule):
         if self._last_step_time is not None:
             rate = tokens / max(now - self._last_step_time, 1e-9)
             self.log(
-                "train/tokens_per_sec", rate, on_step=True, on_epoch=True, prog_bar=True,
+                "train/tokens_per_sec",
+                rate,
+                on_step=True,
+                on_epoch=True,
+                prog_bar=True,
                 batch_size=tokens,
             )
         self._last_step_time = now
@@ -165,6 +208,19 @@ class LMModule(L.LightningModule):
             opt = self.trainer.optimizers[0]
             if nt_asgd.has_averages(opt):
                 self._live_weights = nt_asgd.swap_in_averages(opt)
+                self._recalibrate()
+
+    def _recalibrate(self) -> None:
+        """QAT: re-estimate activation ranges for the averaged weights on
+        ``quant.calibration_batches`` training windows (no grad, no dropout); the live ranges
+        are put back with the live weights in ``on_validation_end``."""
+        quant = self.model.quant
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not quant.enabled or quant.calibration_batches == 0 or datamodule is None:
+            return
+        self._live_observers = observer_state(self.model)
+        windows = (window[0].to(self.device) for window in datamodule.train_dataloader())
+        calibrate(self.model, windows, quant.calibration_batches)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_hidden = None
@@ -191,6 +247,9 @@ class LMModule(L.LightningModule):
         if self._live_weights is not None:
             nt_asgd.restore_live(self._live_weights)
             self._live_weights = None
+        if self._live_observers is not None:
+            load_observer_state(self.model, self._live_observers)
+            self._live_observers = None
 
     def _switch_to_asgd(self) -> None:
         sgd = self.trainer.optimizers[0]
@@ -211,6 +270,11 @@ class LMModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vocab"] = self.vocab
+        if self._train_hidden is not None:
+            checkpoint["train_hidden"] = {
+                "epoch": self.current_epoch,
+                "hidden": [(h.cpu(), c.cpu()) for h, c in self._train_hidden],
+            }
         checkpoint["nt_asgd"] = {"active": self.asgd_active, "history": list(self.val_history)}
         if self._live_weights is not None:
             # The state dict holds the averaged weights (what evaluation should use); keep the
@@ -218,6 +282,10 @@ class LMModule(L.LightningModule):
             names = {p: n for n, p in self.named_parameters()}
             checkpoint["nt_asgd"]["live_weights"] = {
                 names[p]: v.cpu() for p, v in self._live_weights.items()
+            }
+        if self._live_observers is not None:
+            checkpoint["nt_asgd"]["live_observers"] = {
+                f"model.{k}": v.cpu() for k, v in self._live_observers.items()
             }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -227,5 +295,19 @@ class LMModule(L.LightningModule):
         self.val_history = list(state.get("history", []))
         trainer = self._trainer
         resuming = trainer is not None and trainer.state.fn == "fit"
+        if resuming and "train_hidden" in checkpoint:
+            saved = checkpoint["train_hidden"]
+            self._restored_hidden = (int(saved["epoch"]), list(saved["hidden"]))
         if resuming and "live_weights" in state:
             checkpoint["state_dict"].update(state["live_weights"])
+        if resuming and "live_observers" in state:
+            checkpoint["state_dict"].update(state["live_observers"])
+        # A float checkpoint fine-tuned with QAT (or the reverse): fill in / drop quantizers.
+        added, dropped = align_quantizer_state(checkpoint["state_dict"], self.state_dict())
+        if added or dropped:
+            log.info(
+                "checkpoint quantizers: %d fresh (observers calibrate on the first batches), "
+                "%d dropped",
+                len(added),
+                len(dropped),
+            )

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from src.data import download
-from src.data.download import SOURCES, DownloadError, ensure_corpus
+from src.data.corpus import EOS, tokenize_word
+from src.data.download import SOURCES, ByteSplit, DownloadError, ensure_corpus
 
 CORPORA = Path("/work/shared/corpora")
 SPLITS = ("train", "valid", "test")
@@ -69,7 +70,7 @@ def same_bytes(a: Path, b: Path) -> bool:
 
 
 def test_registry_is_declarative_and_pinned():
-    assert set(SOURCES) == {"ptb", "wikitext-2", "wikitext-103", "ptb-char"}
+    assert set(SOURCES) == {"ptb", "wikitext-2", "wikitext-103", "ptb-char", "enwik8"}
     for source in SOURCES.values():
         for dl in source.downloads:
             hashes = [dl.sha256] + [m.sha256 for m in dl.members]
@@ -201,10 +202,100 @@ def test_unreachable_host_is_a_download_error(tmp_path, monkeypatch):
 
 
 def test_missing_corpus_errors_name_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"known: \['ptb', 'ptb-char', 'wikitext-103'"):
+    with pytest.raises(
+        FileNotFoundError, match=r"known: \['enwik8', 'ptb', 'ptb-char', 'wikitext-103'"
+    ):
         ensure_corpus("enwik9", tmp_path, download=True)
     with pytest.raises(FileNotFoundError, match=r"AWD_DATA_DIR.*data\.download=true"):
         ensure_corpus("ptb", tmp_path, download=False)
     with pytest.raises(ValueError, match="url_overrides"):
         ensure_corpus("ptb", tmp_path, download=True, url_overrides={"http://x/y": "http://z"})
     assert list(tmp_path.iterdir()) == []
+
+
+# --- enwik8: one zipped byte file, cut 90M / 5M / 5M and written as byte codes ------------------
+
+
+def test_enwik8_registry_entry():
+    source = SOURCES["enwik8"]
+    (dl,) = source.downloads
+    assert dl.url == "http://mattmahoney.net/dc/enwik8.zip" and dl.archive == "zip"
+    assert dl.sha256 == "547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc"
+    assert [m.name for m in dl.members] == ["enwik8"]
+    assert source.postprocess == ByteSplit(valid_bytes=5_000_000, test_bytes=5_000_000)
+
+
+def serve_enwik8(root: Path, monkeypatch, data: bytes, split: ByteSplit) -> dict[str, str]:
+    """A synthetic enwik8.zip on the test server; the registry entry is patched to its sha256
+    and to `split`. Returns the url_overrides."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("enwik8", data)
+    (root / "enwik8.zip").write_bytes(buf.getvalue())
+    source = SOURCES["enwik8"]
+    (dl,) = source.downloads
+    local = dataclasses.replace(dl, sha256=hashlib.sha256(buf.getvalue()).hexdigest())
+    monkeypatch.setitem(
+        SOURCES, "enwik8", dataclasses.replace(source, downloads=(local,), postprocess=split)
+    )
+    return {dl.url: "/enwik8.zip"}
+
+
+def expected_tokens(data: bytes) -> list[str]:
+    """One token per byte, a newline byte as <eos>, and <eos> closing an unterminated last line."""
+    tokens = [EOS if b == ord("\n") else str(b) for b in data]
+    return tokens + ([EOS] if data and data[-1] != ord("\n") else [])
+
+
+def test_enwik8_zip_is_split_into_byte_tokens(server, tmp_path, monkeypatch):
+    base, root = server
+    data = bytes(range(256)) * 8 + b"<page>\n\n  text\xc3\xa9\n" + bytes(range(255, -1, -1))
+    split = ByteSplit(valid_bytes=300, test_bytes=200)
+    overrides = serve_enwik8(root, monkeypatch, data, split)
+    overrides = {k: base + v for k, v in overrides.items()}
+    out = ensure_corpus("enwik8", tmp_path / "data", download=True, url_overrides=overrides)
+    n_train = len(data) - 500
+    parts = {"train": data[:n_train], "valid": data[n_train:-200], "test": data[-200:]}
+    assert [len(p) for p in parts.values()] == [n_train, 300, 200]
+    for name, part in parts.items():
+        tokens = [t for line in tokenize_word(out / f"{name}.txt") for t in line.tokens]
+        assert tokens == expected_tokens(part), name
+    assert (out / "valid.txt").read_text().startswith(" ".join(str(b) for b in parts["valid"][:5]))
+    assert left_behind(tmp_path / "data") == ["enwik8"]
+
+
+def test_enwik8_fetch_keeps_existing_splits(server, tmp_path, monkeypatch):
+    base, root = server
+    overrides = serve_enwik8(root, monkeypatch, bytes(range(256)) * 3, ByteSplit(100, 100))
+    target = tmp_path / "data" / "enwik8"
+    target.mkdir(parents=True)
+    (target / "train.txt").write_text("mine\n")
+    ensure_corpus(
+        "enwik8",
+        tmp_path / "data",
+        download=True,
+        url_overrides={k: base + v for k, v in overrides.items()},
+    )
+    assert (target / "train.txt").read_text() == "mine\n"
+    assert (target / "test.txt").read_text().split() == [str(b) for b in range(156, 256)]
+
+
+def test_enwik8_too_short_for_the_split_installs_nothing(server, tmp_path, monkeypatch):
+    base, root = server
+    overrides = serve_enwik8(root, monkeypatch, b"0123456789", ByteSplit(5, 5))
+    with pytest.raises(DownloadError, match="10 bytes, too few"):
+        ensure_corpus(
+            "enwik8",
+            tmp_path / "data",
+            download=True,
+            url_overrides={k: base + v for k, v in overrides.items()},
+        )
+    assert left_behind(tmp_path / "data") == []
+
+
+def test_postprocessed_sources_need_unique_member_labels():
+    dl = download.Download(
+        "http://x/a.zip", (download.Member("a", "x"), download.Member("a", "y")), "0" * 64, "zip"
+    )
+    with pytest.raises(ValueError, match="unique"):
+        download.CorpusSource("dup", (dl,), postprocess=ByteSplit(1, 1))

@@ -1,0 +1,1 @@
+"""Reading finished runs and sweeps back: job discovery, sweep summaries, figures."""

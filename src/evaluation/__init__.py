@@ -1,0 +1,1 @@
+"""Evaluation beyond the plain model: the continuous cache pointer and dynamic evaluation."""

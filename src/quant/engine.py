@@ -1,0 +1,371 @@
+"""Integer-arithmetic-only AWD-LSTM (Jacob et al. 2018; TFLite's integer LSTM, REFERENCE §5).
+
+Every tensor inside the network is an integer: int8 weights, activations and hidden state, int32
+accumulators and biases, int16 gate pre-activations (2^-12), gate outputs (2^-15) and cell state
+(2^-k); rescaling is by fixed-point multipliers (``M ~= M0 2^(shift-31)``, rounding doubling high
+multiply then rounding right shift: :func:`multiply_by_quantized_multiplier`) and by shifts;
+sigmoid and tanh are int16 lookup tables. The one float step is after the network: the int32
+logits are dequantized for the log-softmax of the loss (:meth:`IntegerLM.score`).
+
+Notation: ``q_*`` integer codes, ``s_*`` real scales, ``z_*`` zero points, real = s (q - z).
+``MBQM(acc, M)`` = round(acc M); ``sat_b`` saturates to b bits; ``RDP(x, n)`` = round(x / 2^n).
+The modules are built from a trained QAT model by :func:`src.quant.export.convert`, which
+derives every integer constant here from the fake-quantized model's scales.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .fixed_point import INT32_MAX, INT32_MIN, clamp_to_int16, int_matmul, saturate
+from .lut import GATE_EXPONENT, OUTPUT_EXPONENT, Int16LUT
+
+__all__ = [
+    "IntegerDecoder",
+    "IntegerEmbedding",
+    "IntegerLM",
+    "IntegerLSTMLayer",
+    "IntState",
+    "Requantizer",
+    "cell_update",
+    "round_shift",
+]
+
+IntState = tuple[Tensor, Tensor]  # (h int8 [B, H], c int16 [B, H])
+
+
+def _i32(x: Tensor) -> Tensor:
+    return x.to(torch.int32)
+
+
+def round_shift(x: Tensor, exponent: int) -> Tensor:
+    """gemmlowp ``RoundingDivideByPOT`` by a constant ``e``: ``round(x / 2^e)``, ties away from 0.
+
+    Closed form (same results as :func:`~src.quant.fixed_point.rounding_divide_by_pot`)::
+
+        RDP(x, e) = (x + 2^(e-1) - [x < 0]) >> e,   e >= 1;   RDP(x, 0) = x
+
+    with ``>>`` the flooring arithmetic shift. ``x`` keeps its dtype: the caller guarantees
+    ``|x| + 2^(e-1)`` fits it.
+    """
+    if exponent == 0:
+        return x
+    if not 0 < exponent <= 31:
+        raise ValueError(f"exponent must be in [0, 31], got {exponent}")
+    nudge = (1 << (exponent - 1)) - (x < 0).to(x.dtype)
+    return torch.bitwise_right_shift(x + nudge, exponent)
+
+
+class Requantizer(nn.Module):
+    """``round(acc M)`` with ``M = M0 2^(shift - 31)`` per channel (or per tensor), TFLite's
+    ``MultiplyByQuantizedMultiplier`` with its constants precomputed once, in int64::
+
+        y   = sat32(acc 2^left)                  left = max(shift, 0)   (skipped when all 0)
+        y   = SRDHM(y, M0) = (y M0 + 2^30) >> 31
+        out = RDP(y, right) = (y + 2^(right-1) - [y < 0]) >> right,   right = max(-shift, 0)
+
+    ``SRDHM``: gemmlowp's saturating rounding doubling high multiply, round(y M0 / 2^31) with
+    ties toward +infinity; with ``M0`` in ``[0, 2^31)`` its one saturating case (both operands
+    -2^31) cannot occur and the nudged truncating division equals the flooring shift above.
+    ``RDP``: rounding divide by a power of two, ties away from zero (nothing added where
+    ``right = 0``). Bit-identical to :func:`~src.quant.fixed_point.multiply_by_quantized_multiplier`
+    (tests/quant/test_engine.py); returns int64 for the caller's saturation.
+
+    ``forward(acc, index)``: with ``index`` (e.g. token ids) the per-row constants are gathered
+    by it and broadcast over the last dim of ``acc`` (the embedding's per-word multipliers).
+    """
+
+    m0: Tensor
+    left: Tensor
+    right: Tensor
+    nudge: Tensor
+    negative: Tensor
+
+    def __init__(self, multiplier: Tensor | int, shift: Tensor | int) -> None:
+        super().__init__()
+        m0 = torch.as_tensor(multiplier).to(torch.int64)
+        shift = torch.as_tensor(shift).to(torch.int64)
+        if bool((m0 < 0).any()) or bool((m0 >= 2**31).any()):
+            raise ValueError("M0 must be in [0, 2^31)")
+        right = (-shift).clamp(min=0)
+        if bool((right > 31).any()) or bool((shift > 30).any()):
+            raise ValueError("shift must be in [-31, 30]")
+        self.has_left = bool((shift > 0).any())
+        ones = torch.ones_like(right)
+        for name, t in [
+            ("m0", m0),
+            ("left", shift.clamp(min=0)),
+            ("right", right),
+            ("nudge", torch.where(right > 0, torch.bitwise_left_shift(ones, right - 1), 0)),
+            ("negative", (right > 0).to(torch.int64)),
+        ]:
+            self.register_buffer(name, t, persistent=False)
+
+    def forward(self, acc: Tensor, index: Tensor | None = None) -> Tensor:
+        m0, left, right, nudge, negative = self.m0, self.left, self.right, self.nudge, self.negative
+        if index is not None:
+            m0, left, right, nudge, negative = (
+                t[index].unsqueeze(-1) for t in (m0, left, right, nudge, negative)
+            )
+        y = acc.to(torch.int64)
+        if self.has_left:
+            y = torch.bitwise_left_shift(y, left).clamp(INT32_MIN, INT32_MAX)
+        y = torch.bitwise_right_shift(y * m0 + (1 << 30), 31)
+        return torch.bitwise_right_shift(y + nudge - (y < 0).to(torch.int64) * negative, right)
+
+
+def cell_update(f: Tensor, c: Tensor, i: Tensor, g: Tensor, cell_exponent: int) -> Tensor:
+    """``c_t = f c_{t-1} + i g`` on int16 codes -> int16 at ``2^-k`` (``k = cell_exponent``).
+
+    ``f, i, g`` are int16 at 2^-15, ``c`` int16 at 2^-k. The products are exact in int32
+    (``|f c|, |i g| < 2^30``): ``f c`` at 2^-(15+k), ``i g`` at 2^-30. Both move to the common
+    exponent ``a = min(15 + k, 30)`` (an exact no-op for one of them), are added (``< 2^31``) and
+    rounded once to 2^-k::
+
+        c_t = sat16(RDP(RDP(f c, 15 + k - a) + RDP(i g, 30 - a), a - k)),   0 <= k <= 30
+
+    so for ``k <= 15`` (cell range >= 1) ``f c`` is exact and ``i g`` is rounded first by
+    ``15 - k`` bits (an error of at most 2^-16 of a final step). Rounding: half away from zero.
+    Every shift is at most 15 bits, so the int32 sums with their rounding nudges cannot overflow.
+    """
+    if not 0 <= cell_exponent <= 30:
+        raise ValueError(f"cell exponent k must be in [0, 30], got {cell_exponent}")
+    a = min(15 + cell_exponent, 30)
+    fc = round_shift(_i32(f) * _i32(c), 15 + cell_exponent - a)
+    ig = round_shift(_i32(i) * _i32(g), 30 - a)
+    return clamp_to_int16(round_shift(fc + ig, a - cell_exponent))
+
+
+class IntegerEmbedding(nn.Module):
+    """int8 per-row embedding whose rows are requantized to layer 1's int8 input scale.
+
+        q_x = sat_b(MBQM(q_e[v], M_v) + z_x),   M_v = s_e[v] / s_x   (one multiplier per word)
+
+    Buffers: ``weight`` int8 [V, E], ``multiplier`` / ``shift`` int32 [V]. The input dropout
+    between the embedding and layer 1 is the identity at inference.
+    """
+
+    weight: Tensor
+    multiplier: Tensor
+    shift: Tensor
+
+    def __init__(
+        self, weight: Tensor, multiplier: Tensor, shift: Tensor, zero_point: int, bits: int
+    ) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.register_buffer("multiplier", multiplier)
+        self.register_buffer("shift", shift)
+        self.zero_point, self.bits = int(zero_point), int(bits)
+        self.requantize = Requantizer(multiplier, shift)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens [T, B] -> int8 codes [T, B, E] at layer 1's input scale."""
+        rows = self.requantize(self.weight[tokens], index=tokens)
+        return saturate(rows + self.zero_point, self.bits)
+
+
+class IntegerLSTMLayer(nn.Module):
+    """One integer LSTM layer (TFLite's 8x8->16 integer LSTM, gate order i, f, g, o).
+
+    Per channel j of the 4H gate rows, with accumulators in int32::
+
+        a_x[j] = sat16(MBQM(sum_k W_ih[j,k] q_x[k] + bias_x[j], M_x[j])),  M_x = s_x s_ih / 2^-12
+            bias_x[j] = round((b_ih + b_hh)[j] / (s_x s_ih[j])) - z_x sum_k W_ih[j, k]
+        a_h[j] = sat16(MBQM(sum_k W_hh[j,k] q_h[k] + bias_h[j], M_h[j])),  M_h = s_h s_hh / 2^-12
+            bias_h[j] = -z_h sum_k W_hh[j, k]
+        z = sat16(a_x + a_h)                                        int16 at 2^-12
+        i, f, o = sigmoid_lut(z),  g = tanh_lut(z_g)                int16 at 2^-15
+        c_t = cell_update(f, c_{t-1}, i, g, k)                      int16 at 2^-k
+        h_t = sat_b(MBQM(o * tanh_lut_k(c_t), M_o) + z_h),  M_o = 2^-30 / s_h   (o tanh at 2^-30)
+
+    ``a_x`` is computed for all steps of the window in one int8 GEMM (``torch._int_mm``).
+    """
+
+    def __init__(
+        self,
+        *,
+        weight_ih: Tensor,
+        bias_x: Tensor,
+        multiplier_x: Tensor,
+        shift_x: Tensor,
+        weight_hh: Tensor,
+        bias_h: Tensor,
+        multiplier_h: Tensor,
+        shift_h: Tensor,
+        cell_exponent: int,
+        output_multiplier: int,
+        output_shift: int,
+        hidden_zero_point: int,
+        bits: int,
+        sigmoid: Int16LUT,
+        tanh: Int16LUT,
+        tanh_cell: Int16LUT,
+    ) -> None:
+        super().__init__()
+        for name, t in [
+            ("weight_ih", weight_ih),
+            ("bias_x", bias_x),
+            ("multiplier_x", multiplier_x),
+            ("shift_x", shift_x),
+            ("weight_hh", weight_hh),
+            ("bias_h", bias_h),
+            ("multiplier_h", multiplier_h),
+            ("shift_h", shift_h),
+        ]:
+            self.register_buffer(name, t)
+        if sigmoid.input_exponent != GATE_EXPONENT or tanh.input_exponent != GATE_EXPONENT:
+            raise ValueError("gate tables must take int16 at 2^-12")
+        if tanh_cell.input_exponent != -cell_exponent:
+            raise ValueError(f"cell tanh table must take 2^-{cell_exponent}")
+        self.sigmoid, self.tanh, self.tanh_cell = sigmoid, tanh, tanh_cell
+        self.cell_exponent = int(cell_exponent)
+        self.output_multiplier, self.output_shift = int(output_multiplier), int(output_shift)
+        self.hidden_zero_point, self.bits = int(hidden_zero_point), int(bits)
+        self.input_size, self.hidden_size = weight_ih.shape[1], weight_hh.shape[1]
+        self.requantize_x = Requantizer(multiplier_x, shift_x)
+        self.requantize_h = Requantizer(multiplier_h, shift_h)
+        self.requantize_out = Requantizer(output_multiplier, output_shift)
+
+    def init_state(self, batch_size: int) -> IntState:
+        """Zero state: h = z_h (real 0, exactly), c = 0."""
+        h = torch.full(
+            (batch_size, self.hidden_size),
+            self.hidden_zero_point,
+            dtype=torch.int8,
+            device=self.weight_hh.device,
+        )
+        return h, torch.zeros_like(h, dtype=torch.int16)
+
+    def project_inputs(self, x: Tensor) -> Tensor:
+        """int8 [T, B, I] -> a_x int16 [T, B, 4H] (one GEMM for the window)."""
+        T, B, _ = x.shape
+        acc = int_matmul(x.reshape(T * B, self.input_size), self.weight_ih.t()) + self.bias_x
+        a_x = clamp_to_int16(self.requantize_x(acc))
+        return a_x.view(T, B, -1)
+
+    def step(self, a_x: Tensor, h: Tensor, c: Tensor) -> IntState:
+        """One time step: a_x int16 [B, 4H], h int8 [B, H], c int16 [B, H] -> (h_t, c_t)."""
+        H = self.hidden_size
+        acc = int_matmul(h, self.weight_hh.t()) + self.bias_h
+        a_h = clamp_to_int16(self.requantize_h(acc))
+        z = clamp_to_int16(_i32(a_x) + a_h)
+        i, f, _, o = self.sigmoid(z).chunk(4, dim=1)
+        g = self.tanh(z[:, 2 * H : 3 * H])
+        c = cell_update(f, c, i, g, self.cell_exponent)
+        o_tanh_c = _i32(o) * _i32(self.tanh_cell(c))  # at 2^-30
+        h = saturate(self.requantize_out(o_tanh_c) + self.hidden_zero_point, self.bits)
+        return h, c
+
+    def forward(self, x: Tensor, state: IntState | None = None) -> tuple[Tensor, IntState]:
+        """x int8 [T, B, I] -> (h int8 [T, B, H], (h_T, c_T))."""
+        h, c = state if state is not None else self.init_state(x.size(1))
+        outputs = []
+        for a_x in self.project_inputs(x).unbind(0):
+            h, c = self.step(a_x, h, c)
+            outputs.append(h)
+        return torch.stack(outputs), (h, c)
+
+
+class IntegerDecoder(nn.Module):
+    """int8 per-row decoder: int32 logits ``sum_k W[v,k] q_h[k] + bias[v]``, at ``s_h s_w[v]``.
+
+    bias[v] = round(b[v] / (s_h s_w[v])) - z_h sum_k W[v, k]
+    logit[v] = s_h s_w[v] * acc[v]     (:meth:`dequantize`, the model's only float step)
+    """
+
+    weight: Tensor
+    bias: Tensor
+    scale: Tensor
+
+    def __init__(self, weight: Tensor, bias: Tensor, scale: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+        self.register_buffer("scale", scale)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """int8 [N, E] -> int32 logits [N, V]."""
+        return int_matmul(h, self.weight.t()) + self.bias
+
+    def dequantize(self, acc: Tensor) -> Tensor:
+        """int32 logits -> float32 logits (after the network; feeds the log-softmax)."""
+        return acc.to(torch.float32) * self.scale
+
+
+class IntegerLM(nn.Module):
+    """The integer AWD-LSTM: embedding -> integer LSTM layers -> int32 logits.
+
+    Dropouts are the identity at inference and vanish. ``spec`` holds the Python-number
+    settings (sizes, exponents, zero points, scalar multipliers) that rebuild it
+    (:func:`src.quant.export.load`).
+    """
+
+    def __init__(
+        self,
+        embedding: IntegerEmbedding,
+        layers: list[IntegerLSTMLayer],
+        decoder: IntegerDecoder,
+    ) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.layers = nn.ModuleList(layers)
+        self.decoder = decoder
+
+    def init_state(self, batch_size: int) -> list[IntState]:
+        return [layer.init_state(batch_size) for layer in self.layers]
+
+    def forward(
+        self, tokens: Tensor, state: list[IntState] | None = None
+    ) -> tuple[Tensor, list[IntState]]:
+        """tokens [T, B] -> (last layer's h int8 [T, B, E], new state); integers only."""
+        if state is None:
+            state = self.init_state(tokens.size(1))
+        x = self.embedding(tokens)
+        new_state = []
+        for layer, layer_state in zip(self.layers, state, strict=True):
+            x, layer_state = layer(x, layer_state)
+            new_state.append(layer_state)
+        return x, new_state
+
+    def logits_int32(
+        self, tokens: Tensor, state: list[IntState] | None = None
+    ) -> tuple[Tensor, list[IntState]]:
+        """tokens [T, B] -> (int32 logits [T, B, V], new state); integers only."""
+        h, state = self(tokens, state)
+        T, B, E = h.shape
+        return self.decoder(h.reshape(T * B, E)).view(T, B, -1), state
+
+    @torch.no_grad()
+    def score(
+        self, tokens: Tensor, targets: Tensor, state: list[IntState] | None = None
+    ) -> tuple[Tensor, list[IntState]]:
+        """Summed NLL (float64 0-d) of ``targets`` [T, B] and the new state.
+
+        The int32 logits are dequantized and log-softmaxed: the only float arithmetic.
+        """
+        acc, state = self.logits_int32(tokens, state)
+        logits = self.decoder.dequantize(acc.view(-1, acc.size(-1)))
+        nll = F.cross_entropy(logits, targets.reshape(-1), reduction="sum")
+        return nll.to(torch.float64), state
+
+    def describe(self) -> dict[str, Any]:
+        """Sizes and exponents, for logs."""
+        return {
+            "vocab_size": self.embedding.weight.shape[0],
+            "emb_size": self.embedding.weight.shape[1],
+            "layers": [
+                {
+                    "input": layer.input_size,
+                    "hidden": layer.hidden_size,
+                    "cell_exponent": -layer.cell_exponent,
+                }
+                for layer in self.layers
+            ],
+            "gate_exponent": GATE_EXPONENT,
+            "activation_exponent": OUTPUT_EXPONENT,
+        }

@@ -1,0 +1,47 @@
+"""Small trained QAT models for the layer and engine tests."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from src.models.awd import AWDLSTM, AWDLSTMConfig
+from src.quant.config import QuantConfig
+
+V, E, H = 40, 12, 20
+
+
+def toy_tokens(T: int, B: int, seed: int) -> torch.Tensor:
+    """Token windows with some structure (a noisy counter), so the model learns something."""
+    g = torch.Generator().manual_seed(seed)
+    start = torch.randint(0, V, (1, B), generator=g)
+    steps = torch.arange(T).unsqueeze(1)
+    noise = (torch.rand(T, B, generator=g) < 0.2) * torch.randint(0, V, (T, B), generator=g)
+    return (start + steps + noise) % V
+
+
+def trained_qat_model(
+    seed: int = 0,
+    steps: int = 40,
+    num_layers: int = 2,
+    weight_bits: int = 8,
+    **config: object,
+) -> AWDLSTM:
+    """An AWDLSTM trained for ``steps`` SGD steps with fake quantization on, then in eval mode."""
+    torch.manual_seed(seed)
+    quant = QuantConfig(enabled=True, weight_bits=weight_bits, ema_momentum=0.1)
+    cfg = AWDLSTMConfig(vocab_size=V, emb_size=E, hidden_size=H, num_layers=num_layers, **config)
+    model = AWDLSTM(cfg, quant=quant)
+    opt = torch.optim.SGD(model.parameters(), lr=2.0)
+    hidden = None
+    for step in range(steps):
+        tokens = toy_tokens(11, 6, seed=1000 * seed + step)
+        out = model(tokens[:-1], hidden)
+        hidden = [(h.detach(), c.detach()) for h, c in out.hidden]
+        logits = model.decoder(out.output)
+        loss = F.cross_entropy(logits.reshape(-1, V), tokens[1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        opt.step()
+    return model.eval()
