@@ -46,6 +46,12 @@ class OptimizerName(str, Enum):
     adam = "adam"
 
 
+class NonFinite(str, Enum):
+    stop = "stop"  # raise before the optimizer step, naming the step and the last checkpoint
+    skip = "skip"  # drop the batch's update
+    ignore = "ignore"  # no check (saves a host sync per step)
+
+
 @dataclass
 class OptimConfig:
     name: OptimizerName = OptimizerName.sgd
@@ -56,6 +62,7 @@ class OptimConfig:
     nonmono: int = 5
     when: list[int] = field(default_factory=list)  # epochs after which the LR is divided by 10
     clip: float = 0.25  # gradient norm clip (0 disables)
+    nonfinite: NonFinite = NonFinite.stop  # NaN/Inf loss or gradient: stop | skip | ignore
 
 
 @dataclass

@@ -9,6 +9,7 @@ concurrent processes build once. A folder without a valid `meta.json` is never t
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -148,9 +149,21 @@ def _build(
         _write_text(tmp / "meta.json", json.dumps(meta, indent=2))  # last: marks completeness
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
         os.replace(tmp, folder)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on the device while writing the token cache {folder} (about "
+                f"{_estimated_bytes(paths) / 2**20:.0f} MiB needed); nothing was left behind. "
+                "Free disk space or point paths.cache_dir (or AWD_CACHE_DIR) at a larger disk.",
+            ) from exc
         raise
+
+
+def _estimated_bytes(paths: dict[str, Path]) -> int:
+    """Upper bound of the cache size: one int32 per byte of text is never exceeded."""
+    return sum(4 * p.stat().st_size for p in paths.values())
 
 
 def _write_ids(path: Path, tokenizer: str, vocab: Vocab, out_path: Path) -> int:

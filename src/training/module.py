@@ -21,10 +21,6 @@ from torchmetrics import SumMetric
 
 from src.data.bptt import Window
 from src.models.awd import AWDLSTM, AWDLSTMConfig
-from src.models.regularizers import (
-    activation_regularization,
-    temporal_activation_regularization,
-)
 from src.quant.calibration import (
     align_quantizer_state,
     calibrate,
@@ -34,6 +30,7 @@ from src.quant.calibration import (
 from src.quant.config import QuantConfig
 from src.quant.fake_quant import enable_fake_quant, enable_observer
 from src.training import nt_asgd
+from src.training.loss import lm_loss
 
 Hidden = list[tuple[Tensor, Tensor]]
 log = logging.getLogger(__name__)
@@ -80,6 +77,7 @@ class LMModule(L.LightningModule):
         self.test_nll = SumMetric()
         self.test_tokens = SumMetric()
         self._train_hidden: Hidden | None = None
+        self.skipped_batches = 0  # batches dropped for a non-finite loss (optim.nonfinite=skip)
         # (epoch, hidden) restored from a mid-epoch checkpoint; used when that epoch restarts
         self._restored_hidden: tuple[int, Hidden] | None = None
         self._eval_hidden: Hidden | None = None
@@ -130,22 +128,22 @@ class LMModule(L.LightningModule):
         inputs, targets, lr_scale = batch
         seq_len, batch_size = inputs.shape
         hidden = self._train_hidden or self.model.init_hidden(batch_size)
-        out = self.model(inputs, hidden)
-        self._train_hidden = detach_hidden(out.hidden)
-
-        logits = self.model.decoder(out.output)
-        nll = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-        ar = activation_regularization(out.dropped_outputs[-1], self.hparams.loss["alpha"])
-        tar = temporal_activation_regularization(out.raw_outputs[-1], self.hparams.loss["beta"])
-        loss = nll + ar + tar
+        loss_cfg = self.hparams.loss
+        loss, nll, ar, tar, out = lm_loss(
+            self.model, inputs, targets, hidden, loss_cfg["alpha"], loss_cfg["beta"]
+        )
 
         opt = self.optimizers()
         opt.zero_grad()
         self.manual_backward(loss)
-        if self.hparams.optim["clip"] > 0:
-            self.clip_gradients(
-                opt, gradient_clip_val=self.hparams.optim["clip"], gradient_clip_algorithm="norm"
-            )
+        clip = self.hparams.optim["clip"]
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), clip if clip > 0 else float("inf")
+        )
+        if self._skip_nonfinite(loss, grad_norm, batch_idx):
+            opt.zero_grad()
+            return loss.detach()
+        self._train_hidden = detach_hidden(out.hidden)
         group = opt.param_groups[0]
         base_lr = group["lr"]
         group["lr"] = base_lr * float(lr_scale)  # variable-length BPTT: lr * seq_len / bptt
@@ -173,6 +171,31 @@ class LMModule(L.LightningModule):
             )
         self._last_step_time = now
         return loss.detach()
+
+    def _skip_nonfinite(self, loss: Tensor, grad_norm: Tensor, batch_idx: int) -> bool:
+        """A NaN/Inf loss or gradient: stop with a message (default), or skip the batch.
+
+        `optim.nonfinite`: `stop` raises before the optimizer step, so the weights, the best
+        checkpoint and last.ckpt stay as they were; `skip` drops this batch's update (and keeps
+        the previous hidden state); `ignore` does not check (no host sync per step).
+        """
+        policy = self.hparams.optim.get("nonfinite", "stop")
+        if policy == "ignore" or bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
+            return False
+        where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+        what = f"loss {loss.item()}, gradient norm {grad_norm.item()}"
+        if policy == "skip":
+            self.skipped_batches += 1
+            log.warning("non-finite %s at %s: batch skipped", what, where)
+            self.log("train/skipped_batches", float(self.skipped_batches), on_step=True)
+            return True
+        ckpt = self.trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_path", "") or "none yet"
+        raise FloatingPointError(
+            f"non-finite {what} at {where}. Stopped before the optimizer step: the weights and "
+            f"checkpoints are untouched; last good checkpoint: {best}. Lower optim.lr or "
+            "optim.clip, or set optim.nonfinite=skip to drop such batches."
+        )
 
     def on_train_epoch_end(self) -> None:
         epoch = self.current_epoch + 1  # salesforce counts epochs from 1

@@ -27,7 +27,20 @@ def trained_qat_model(
     weight_bits: int = 8,
     **config: object,
 ) -> AWDLSTM:
-    """An AWDLSTM trained for ``steps`` SGD steps with fake quantization on, then in eval mode."""
+    """An AWDLSTM trained for ``steps`` SGD steps with fake quantization on, then in eval mode.
+
+    One intra-op thread: these tensors are tiny, and on a busy 2-core machine thread hand-offs
+    make each op hundreds of times slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(seed, steps, num_layers, weight_bits, **config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(seed: int, steps: int, num_layers: int, weight_bits: int, **config: object) -> AWDLSTM:
     torch.manual_seed(seed)
     quant = QuantConfig(enabled=True, weight_bits=weight_bits, ema_momentum=0.1)
     cfg = AWDLSTMConfig(vocab_size=V, emb_size=E, hidden_size=H, num_layers=num_layers, **config)
