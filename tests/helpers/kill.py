@@ -26,3 +26,11 @@ class KillAtStep(Callback):
     ) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ForceASGD(Callback):
+    """Switch to averaged SGD after the first validation (as if the NT trigger fired)."""
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not pl_module.asgd_active and trainer.current_epoch == 0:
+            pl_module._switch_to_asgd()

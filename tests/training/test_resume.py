@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import REPO, TINY_OVERRIDES, write_tiny_corpus
@@ -37,18 +38,25 @@ def train_cli(
     )
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("phase", ["sgd", "asgd"])
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(
+    tmp_path: Path, phase: str
+) -> None:
+    """Killed in epoch 2 at step 37 (checkpoint at step 35), in plain SGD or after the switch to
+    averaged SGD (forced after epoch 1: the averages and the live weights must both resume)."""
     data_dir = tmp_path / "corpora"
     write_tiny_corpus(data_dir, n_lines=(120, 12, 12))
     cache = tmp_path / "cache"
+    force = ["+callbacks.force._target_=tests.helpers.kill.ForceASGD"] if phase == "asgd" else []
 
-    full = train_cli(tmp_path / "full", data_dir, cache)
+    full = train_cli(tmp_path / "full", data_dir, cache, *force)
     assert full.returncode == 0, full.stderr
 
     killed = train_cli(
         tmp_path / "killed",
         data_dir,
         cache,
+        *force,
         "+callbacks.killer._target_=tests.helpers.kill.KillAtStep",
         "+callbacks.killer.step=37",
     )
@@ -59,7 +67,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path)
     epoch_windows = saved["LMDataModule"]
     assert epoch_windows["windows_done"] > 0, f"not mid-epoch: {epoch_windows}"
 
-    resumed = train_cli(tmp_path / "killed", data_dir, cache, f"ckpt_path={last}")
+    if phase == "asgd":
+        assert saved["nt_asgd"]["active"] and "ax" in str(saved["optimizer_states"][0]["state"])
+    resumed = train_cli(tmp_path / "killed", data_dir, cache, *force, f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr
 
     a = json.loads((tmp_path / "full" / "results.json").read_text())
