@@ -13,6 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from src.evaluation.cli_options import DynamicOptions, PointerOptions
 from src.models.awd import AWDLSTMConfig
 from src.quant.config import QuantConfig
 
@@ -108,6 +109,8 @@ class EvalConfig:
     engine: Engine = Engine.float
     accelerator: str = "auto"
     out: str | None = None  # JSON file for the metrics (default: next to the checkpoint)
+    pointer: PointerOptions = field(default_factory=PointerOptions)  # continuous cache pointer
+    dynamic: DynamicOptions = field(default_factory=DynamicOptions)  # dynamic evaluation (SGD)
     paths: Any = MISSING
 
 

@@ -7,6 +7,9 @@ perplexity; the last line of output is one JSON object of the metrics (also writ
 ``engine=float`` runs the Lightning model as trained (float, or fake-quantized for a QAT
 checkpoint). ``engine=int8`` runs the integer-only engine (``src.quant.engine``, on CPU) on a QAT
 checkpoint, converted on the fly, or on a file written by ``python -m src.export``.
+
+``pointer.enabled=true`` adds the continuous cache pointer, ``dynamic.enabled=true`` dynamic
+evaluation (``src.evaluation.cli_options``); each reports its perplexity beside the plain one.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from omegaconf import DictConfig
 
 from src.config import register_configs
 from src.data.datamodule import LMDataModule
+from src.evaluation.cli_options import describe, pick_device, run_extras
 from src.quant import export as qexport
 from src.quant.engine import IntegerLM
 from src.training.checkpoint import load_module
@@ -105,11 +109,8 @@ def _eval_int8(cfg: DictConfig, path: Path) -> tuple[float, int, float, bool]:
     datamodule = build_eval_datamodule(cfg, meta["data"], seed=0)
     datamodule.prepare_data()
     check_vocabulary(meta.get("vocab"), datamodule.vocab.itos, str(path))
-    loader = (
-        datamodule.val_dataloader()
-        if cfg.split.value == "valid"
-        else (datamodule.test_dataloader())
-    )
+    valid = cfg.split.value == "valid"
+    loader = datamodule.val_dataloader() if valid else datamodule.test_dataloader()
     nll, tokens, state = 0.0, 0, None
     start = time.perf_counter()
     for inputs, targets, _ in loader:
@@ -118,6 +119,21 @@ def _eval_int8(cfg: DictConfig, path: Path) -> tuple[float, int, float, bool]:
         tokens += targets.numel()
     seconds = time.perf_counter() - start
     return nll / tokens, tokens, seconds, datamodule.char_level
+
+
+def _eval_extras(cfg: DictConfig, ckpt_path: Path) -> dict[str, Any]:
+    """Cache pointer / dynamic evaluation (``pointer.*``, ``dynamic.*``) on the float model."""
+    if not (cfg.pointer.enabled or cfg.dynamic.enabled):
+        return {}
+    if cfg.engine.value != "float":
+        raise ValueError("pointer.enabled / dynamic.enabled need engine=float")
+    module, _ = load_module(ckpt_path)
+    datamodule = build_eval_datamodule(cfg, module.hparams.data, seed=0)
+    datamodule.prepare_data()
+    device = pick_device(cfg.accelerator)
+    return run_extras(
+        module.model, datamodule, cfg.split.value, cfg.pointer, cfg.dynamic, device=device
+    )
 
 
 def _peek(path: Path) -> object:
@@ -146,6 +162,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         results["tokens_per_sec"] = tokens / max(seconds, 1e-9)
     if char_level:
         results["bpc"] = loss / math.log(2)
+    results.update(_eval_extras(cfg, ckpt_path))
     out = (
         Path(cfg.out)
         if cfg.out
@@ -160,6 +177,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     results = evaluate(cfg)
     print(f"{results['split']}: loss {results['loss']:.4f}  perplexity {results['ppl']:.2f}")
+    if extras := describe(results):
+        print(extras)
     print(json.dumps(results), flush=True)
 
 

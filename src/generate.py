@@ -43,11 +43,9 @@ def prompt_ids(prompt: str | None, itos: list[str], char_level: bool, spaced: bo
     """Token ids to feed before sampling: the prompt's, else ``<eos>`` (a line start)."""
     stoi = {tok: i for i, tok in enumerate(itos)}
     if not prompt:
-        return [stoi[EOS] if EOS in stoi else 0]
-    if char_level:
-        tokens = [("_" if c == " " and spaced else c) for c in prompt]
-    else:
-        tokens = prompt.split()
+        return [stoi.get(EOS, 0)]
+    # Character level: one token per character (PTB-char writes its spaces as "_").
+    tokens = ["_" if c == " " and spaced else c for c in prompt] if char_level else prompt.split()
     unknown = [t for t in tokens if t not in stoi]
     if unknown and UNK not in stoi:
         raise ValueError(f"prompt tokens not in the vocabulary: {unknown[:10]}")
@@ -55,9 +53,7 @@ def prompt_ids(prompt: str | None, itos: list[str], char_level: bool, spaced: bo
 
 
 @torch.no_grad()
-def sample(
-    model: AWDLSTM, start: list[int], n: int, temperature: float, seed: int
-) -> list[int]:
+def sample(model: AWDLSTM, start: list[int], n: int, temperature: float, seed: int) -> list[int]:
     """``n`` token ids drawn after feeding ``start`` (eval mode, one generator, so reproducible)."""
     if n < 0:
         raise ValueError(f"tokens must be >= 0, got {n}")
@@ -86,9 +82,7 @@ def detokenize(tokens: list[str], char_level: bool, spaced: bool) -> str:
     """Word level: spaces between words, ``<eos>`` -> newline. Character level: no separator,
     ``<eos>`` -> newline, and ``_`` -> space for the pre-spaced (word-tokenized) PTB-char."""
     if char_level:
-        return "".join(
-            "\n" if t == EOS else (" " if t == "_" and spaced else t) for t in tokens
-        )
+        return "".join("\n" if t == EOS else (" " if t == "_" and spaced else t) for t in tokens)
     text = " ".join("\n" if t == EOS else t for t in tokens)
     return text.replace(" \n ", "\n").replace(" \n", "\n").replace("\n ", "\n")
 

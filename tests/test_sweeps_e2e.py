@@ -19,7 +19,9 @@ from tests.test_train_e2e import run_cli
 
 OPTUNA = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
 SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
-needs_optuna = pytest.mark.skipif(not OPTUNA, reason='needs the sweep extra: pip install -e ".[sweep]"')
+needs_optuna = pytest.mark.skipif(
+    not OPTUNA, reason='needs the sweep extra: pip install -e ".[sweep]"'
+)
 needs_submitit = pytest.mark.skipif(
     not SUBMITIT, reason='needs the sweep extra: pip install -e ".[sweep]"'
 )

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -23,11 +24,27 @@ from src.analysis.runs import Job, read_metrics, series  # noqa: E402
 
 COLORS = plt.get_cmap("tab10").colors
 DPI = 120
+LONG_LABEL = 40  # characters; longer variant labels are replaced by job numbers in legends
 OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam"}
 
 
 def color(i: int) -> tuple[float, float, float]:
     return COLORS[i % len(COLORS)]
+
+
+def curve_labels(jobs: list[Job], labels: list[str]) -> list[str]:
+    """Legend names: the variant labels, or ``job N`` when any is too long for a legend (an
+    Optuna trial's six sampled values); ``final.png`` then spells each job's values out."""
+    if max((len(label) for label in labels), default=0) <= LONG_LABEL:
+        return labels
+    return [f"job {job.name}" for job in jobs]
+
+
+def bar_label(job: Job, label: str, long: bool) -> str:
+    """A y tick label of ``final.png``: long labels wrapped and prefixed by the job number."""
+    if not long:
+        return label
+    return textwrap.fill(f"job {job.name}: {label}", width=LONG_LABEL + 8)
 
 
 def val_metric(jobs: list[Job]) -> tuple[str, str, bool]:
@@ -52,7 +69,12 @@ def _legend(fig: Figure, ax: Axes, n: int) -> None:
     else:
         handles, labels = ax.get_legend_handles_labels()
         fig.legend(
-            handles, labels, loc="lower center", ncol=min(3, n), fontsize=9, frameon=False,
+            handles,
+            labels,
+            loc="lower center",
+            ncol=min(3, n),
+            fontsize=9,
+            frameon=False,
             bbox_to_anchor=(0.5, 0.0),
         )
 
@@ -92,6 +114,7 @@ def _time_axis(seconds: list[float], scale_max: float) -> tuple[list[float], str
 def plot_validation(jobs: list[Job], labels: list[str], out: Path, title: str) -> Path | None:
     """Validation metric vs step (left) and vs wall time (right), one line per job."""
     metric, ylabel, log = val_metric(jobs)
+    labels = curve_labels(jobs, labels)
     data = [(i, read_metrics(j.metrics_csv)) for i, j in enumerate(jobs)]
     data = [(i, rows) for i, rows in data if series(rows, metric)[0]]
     if not data:
@@ -115,8 +138,13 @@ def plot_validation(jobs: list[Job], labels: list[str], out: Path, title: str) -
     ax_time.set_title("against wall time (validation included)", fontsize=11)
     if t_max == 0:
         ax_time.text(
-            0.5, 0.5, "no time/elapsed_s logged", ha="center", va="center",
-            transform=ax_time.transAxes, color="gray",
+            0.5,
+            0.5,
+            "no time/elapsed_s logged",
+            ha="center",
+            va="center",
+            transform=ax_time.transAxes,
+            color="gray",
         )
     for ax in (ax_step, ax_time):
         if log:
@@ -152,31 +180,53 @@ def plot_lr_phase(jobs: list[Job], labels: list[str], out: Path, title: str) -> 
         return None
     n = len(data)
     fig, (ax_lr, ax_phase, ax_loss) = plt.subplots(
-        3, 1, figsize=(11, 7.5 + 0.35 * n), sharex=True,
+        3,
+        1,
+        figsize=(11, 7.5 + 0.35 * n),
+        sharex=True,
         gridspec_kw={"height_ratios": [3, 0.5 + 0.45 * n, 3]},
     )
     lrs: list[float] = []
     for lane, (i, rows) in enumerate(data):
         steps, lr = series(rows, "lr")
         lrs.extend(lr)
-        ax_lr.step(steps, lr, where="post", color=color(i), linewidth=2.0, label=labels[i],
-                   alpha=0.85)
+        ax_lr.step(
+            steps, lr, where="post", color=color(i), linewidth=2.0, label=labels[i], alpha=0.85
+        )
         loss_steps, loss = series(rows, "train/loss_step")
         ax_loss.plot(loss_steps, loss, color=color(i), linewidth=1.2, alpha=0.9)
         y = n - 1 - lane
-        for name, lo, hi in _phases(jobs[i], rows):
+        phases = _phases(jobs[i], rows)
+        for name, lo, hi in phases:
             averaged = name == "averaged SGD"
             ax_phase.barh(
-                y, hi - lo, left=lo, height=0.7, color=color(i), alpha=0.9 if averaged else 0.3,
+                y,
+                hi - lo,
+                left=lo,
+                height=0.7,
+                color=color(i),
+                alpha=0.85 if averaged else 0.3,
                 edgecolor=color(i),
             )
-            ax_phase.text((lo + hi) / 2, y, name, ha="center", va="center", fontsize=8.5,
-                          color="white" if averaged else "black")
             if averaged:
                 for ax in (ax_lr, ax_loss):
                     ax.axvline(lo, color=color(i), linestyle="--", linewidth=1.3, alpha=0.8)
-    ax_phase.set_yticks(range(n))
-    ax_phase.set_yticklabels([labels[i] for i, _ in reversed(data)], fontsize=9)
+        # The lane's caption sits inside it (long variant names as tick labels would squeeze
+        # every panel): "<variant>: SGD -> averaged SGD at step N" / ": SGD, no switch" / ": Adam".
+        if len(phases) == 2:
+            summary = f"SGD → averaged SGD at step {phases[1][1]:,.0f}"
+        else:
+            summary = phases[0][0] + (", no switch" if phases[0][0] == "SGD" else "")
+        ax_phase.text(
+            phases[0][1],
+            y,
+            f" {labels[i]}: {summary}",
+            ha="left",
+            va="center",
+            fontsize=9,
+            bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1.5},
+        )
+    ax_phase.set_yticks([])
     ax_phase.set_ylim(-0.6, n - 0.4)
     ax_phase.set_title("optimizer phase (dashed lines: switch to averaged SGD)", fontsize=11)
     if lrs and min(lrs) > 0 and max(lrs) / min(lrs) > 20:
@@ -201,6 +251,8 @@ def plot_final(jobs: list[Job], labels: list[str], out: Path, title: str) -> Pat
     """Horizontal bars of the final validation and test metric per variant, best on top."""
     char = bool(jobs) and all(j.char_level for j in jobs)
     unit = "bpc" if char else "ppl"
+    long = curve_labels(jobs, labels) != labels
+    labels = [bar_label(j, label, long) for j, label in zip(jobs, labels, strict=True)]
     items = [
         (labels[i], j.results.get(f"val/{unit}"), j.results.get(f"test/{unit}"), i)
         for i, j in enumerate(jobs)
@@ -209,20 +261,32 @@ def plot_final(jobs: list[Job], labels: list[str], out: Path, title: str) -> Pat
     if not items:
         return None
     items.sort(key=lambda t: t[1], reverse=True)  # barh draws bottom-up: best ends on top
-    n = len(items)
-    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.75 * n))
+    missing = [labels[i] for i, j in enumerate(jobs) if not (j.results or {}).get(f"val/{unit}")]
+    n = len(items) + len(missing)
+    lines = max(label.count("\n") + 1 for label in labels)
+    fig, ax = plt.subplots(figsize=(10 + 2 * long, 1.6 + (0.75 + 0.2 * (lines - 1)) * n))
     height = 0.38
-    ys = list(range(n))
+    ys = list(range(len(missing), n))  # jobs without results at the bottom, as text
     top = max(max(v, t or 0.0) for _, v, t, _ in items)
+    for y in range(len(missing)):
+        ax.text(
+            top * 0.01,
+            y,
+            "no results (failed, or still running)",
+            va="center",
+            fontsize=9,
+            color="gray",
+            style="italic",
+        )
     for y, (_, val, test, i) in zip(ys, items, strict=True):
         ax.barh(y + height / 2, val, height, color=color(i), alpha=0.95)
         ax.text(val + top * 0.01, y + height / 2, f"val {val:,.2f}", va="center", fontsize=9)
         if test is not None:
             ax.barh(y - height / 2, test, height, color=color(i), alpha=0.45, hatch="//")
-            ax.text(test + top * 0.01, y - height / 2, f"test {test:,.2f}", va="center",
-                    fontsize=9)
-    ax.set_yticks(ys)
-    ax.set_yticklabels([label for label, *_ in items], fontsize=10)
+            ax.text(test + top * 0.01, y - height / 2, f"test {test:,.2f}", va="center", fontsize=9)
+    ax.set_yticks(range(n))
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_yticklabels([*missing, *(label for label, *_ in items)], fontsize=10)
     ax.set_xlim(0, top * 1.2)
     what = "bits per character" if char else "perplexity"
     ax.set_xlabel(f"final {what} (lower is better; solid: validation, hatched: test)")

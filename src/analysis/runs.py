@@ -146,7 +146,9 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
         ]
 
 
-def series(rows: list[dict[str, float]], y: str, x: str = "step") -> tuple[list[float], list[float]]:
+def series(
+    rows: list[dict[str, float]], y: str, x: str = "step"
+) -> tuple[list[float], list[float]]:
     """(xs, ys) of the rows that have both ``x`` and ``y``, in file order."""
     pairs = [(r[x], r[y]) for r in rows if x in r and y in r]
     return [p[0] for p in pairs], [p[1] for p in pairs]

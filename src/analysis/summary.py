@@ -8,15 +8,23 @@ same table for any finished sweep: ``python -m src.analysis.summary multirun/<..
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.analysis.runs import Job, find_jobs, short_value, varying_overrides
+from src.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 # Metrics first in this order (when present); any other number in results.json follows.
 METRIC_ORDER = ("val/loss", "val/ppl", "val/bpc", "test/loss", "test/ppl", "test/bpc")
@@ -66,11 +74,12 @@ def best_row(rows: list[dict[str, Any]], metric: str | None, mode: str = "min") 
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    """Write atomically: jobs of a parallel launcher may rewrite it at the same time."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _cell(key: str, value: Any) -> str:
@@ -130,17 +139,26 @@ def summarize(
 
 
 class SweepSummary(Callback):
-    """Hydra callback: at the end of a multirun, summarize the sweep folder's jobs."""
+    """Hydra callback: ``summary.csv`` rewritten after every job of a multirun (so a sweep that
+    stops at a failed job still has one), and printed as a table when the multirun ends."""
 
     def __init__(self, filename: str = "summary.csv", metric: str | None = None, mode: str = "min"):
         self.filename = filename
         self.metric = metric
         self.mode = mode
 
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        with contextlib.suppress(FileNotFoundError):  # no job folder written yet
+            summarize(Path(str(config.hydra.sweep.dir)), self.filename, self.metric, show=False)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        if sweep_dir.is_dir():
+        try:
             summarize(sweep_dir, self.filename, self.metric, self.mode)
+        except FileNotFoundError as exc:  # e.g. a sweep of src.eval: no training job folders
+            log.info("no sweep summary: %s", exc)
 
 
 def main(argv: list[str] | None = None) -> None:

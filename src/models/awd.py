@@ -21,7 +21,12 @@ from src.models.dropout import (
 )
 from src.models.mlstm import MLSTMOptions
 from src.models.recurrent import State, build_recurrent_layer
-from src.quant.qat_modules import QuantLinear, activation_quantizer, weight_quantizer
+from src.quant.qat_modules import (
+    QuantLinear,
+    activation_quantizer,
+    embedding_quantizer,
+    weight_quantizer,
+)
 
 
 @dataclass
@@ -95,7 +100,7 @@ class AWDLSTM(nn.Module):
         self.embedding = nn.Embedding(c.vocab_size, c.emb_size)
         # QAT (docs/quantization.md): int8 per-row embedding, int8 affine layer-1 input;
         # nn.Identity in float.
-        self.embedding_quant = weight_quantizer(quant, "embedding")
+        self.embedding_quant = embedding_quantizer(quant)
         self.input_quant = activation_quantizer(quant, "input")
         self.input_dropout = LockedDropout(c.dropout_input)
         self.layers = nn.ModuleList(
@@ -156,7 +161,7 @@ class AWDLSTM(nn.Module):
         """tokens [T, B] -> LMOutput; `hidden` None starts every layer from zeros."""
         c = self.config
         weight = embedding_dropout(self.embedding.weight, c.dropout_emb, self.training)
-        x = self.input_dropout(self.input_quant(F.embedding(tokens, self.embedding_quant(weight))))
+        x = self.input_dropout(self.input_quant(self.embedding_quant(F.embedding(tokens, weight))))
         if hidden is None:
             hidden = [None] * len(self.layers)
         new_hidden, raw_outputs, dropped_outputs = [], [], []

@@ -252,8 +252,8 @@ class IntegerLSTMLayer(nn.Module):
         """One time step: a_x int16 [B, 4H], h int8 [B, H], c int16 [B, H] -> (h_t, c_t)."""
         H = self.hidden_size
         acc = int_matmul(h, self.weight_hh.t()) + self.bias_h
-        a_h = clamp_to_int16(self.requantize_h(acc))
-        z = clamp_to_int16(_i32(a_x) + a_h)
+        a_h = self.requantize_h(acc).clamp(-32768, 32767)  # sat16, kept in int64
+        z = (a_h + a_x).clamp(-32768, 32767).to(torch.int16)
         i, f, _, o = self.sigmoid(z).chunk(4, dim=1)
         g = self.tanh(z[:, 2 * H : 3 * H])
         c = cell_update(f, c, i, g, self.cell_exponent)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from src.models.recurrent import LoopLSTMLayer, State, register_layer
 
 from .config import QuantConfig
-from .fake_quant import FakeQuantize, PowerOfTwoFakeQuantize
+from .fake_quant import FakeQuantize, FixedScaleFakeQuantize, PowerOfTwoFakeQuantize
 from .qat_modules import (
     activation_quantizer,
     cell_quantizer,
@@ -61,7 +61,7 @@ class CallQuantizer:
 
     def __init__(self, quantizer: nn.Module) -> None:
         self.quantizer = quantizer
-        self.qparams: tuple[Tensor, Tensor] | None = None
+        self.qparams: tuple[float, int] | None = None  # Python numbers: no host sync per step
         self.recording = False
         self.seen: list[Tensor] = []
         if not isinstance(quantizer, ObservedQuantizer):
@@ -69,7 +69,8 @@ class CallQuantizer:
         self.recording = quantizer.training and quantizer.observer_enabled
         if quantizer.fake_quant_enabled:
             if bool(quantizer.observer.initialized):
-                self.qparams = quantizer.calculate_qparams()
+                scale, zero_point = quantizer.calculate_qparams()
+                self.qparams = (float(scale), int(zero_point))
             elif not self.recording:
                 raise RuntimeError(
                     f"{type(quantizer).__name__} used before observing data: train or "
@@ -90,6 +91,19 @@ class CallQuantizer:
         if self.seen:
             self.quantizer.observer(torch.stack(self.seen))
             self.seen.clear()
+
+
+def fixed_scale(quantizer: nn.Module) -> Callable[[Tensor], Tensor]:
+    """A fixed-scale quantizer as a function with Python-number qparams (or the identity)."""
+    if not isinstance(quantizer, FixedScaleFakeQuantize) or not quantizer.fake_quant_enabled:
+        return _identity
+    scale, zero_point = float(quantizer.scale), int(quantizer.zero_point)
+    qmin, qmax = quantizer.qmin, quantizer.qmax
+    return lambda x: torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
 
 
 class StepQuantizers(NamedTuple):
@@ -167,7 +181,7 @@ class QATLSTMLayer(LoopLSTMLayer):
         if state is not None:  # a carried state is already on the grid unless the scale moved
             state = (hidden(state[0], record=False), cell(state[1], record=False))
         self._step_quantizers = StepQuantizers(
-            self.preactivation_quant, self.gate_quant, cell, hidden
+            fixed_scale(self.preactivation_quant), fixed_scale(self.gate_quant), cell, hidden
         )
         try:
             y, state = super().forward(x, state)

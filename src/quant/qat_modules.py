@@ -27,8 +27,10 @@ from .lut import GATE_EXPONENT, OUTPUT_EXPONENT
 
 __all__ = [
     "QuantLinear",
+    "RowFakeQuantize",
     "activation_quantizer",
     "cell_quantizer",
+    "embedding_quantizer",
     "gate_output_quantizer",
     "preactivation_quantizer",
     "weight_quantizer",
@@ -40,10 +42,34 @@ def _on(quant: QuantConfig | None, tensor: str) -> bool:
 
 
 def weight_quantizer(quant: QuantConfig | None, tensor: str = "weights") -> nn.Module:
-    """Per-row symmetric weight quantizer (``embedding``, ``decoder`` or LSTM ``weights``)."""
+    """Per-row symmetric weight quantizer (``decoder`` or LSTM ``weights``)."""
     if not _on(quant, tensor):
         return nn.Identity()
     return WeightFakeQuantize(bits=quant.weight_bits, axis=0)
+
+
+class RowFakeQuantize(WeightFakeQuantize):
+    """Per-row symmetric quantizer for embedding rows ``[..., E]`` after the lookup.
+
+    Each row of an embedding matrix has its own scale ``max |row| / qmax``, so quantizing the
+    looked-up rows equals looking up rows of the quantized matrix (bit for bit), at the cost of
+    ``T * B`` rows instead of ``V``. ``quantize(W)`` (export) quantizes the whole matrix.
+    """
+
+    def __init__(self, bits: int = 8, fake_quant_enabled: bool = True) -> None:
+        super().__init__(bits=bits, axis=0, fake_quant_enabled=fake_quant_enabled)
+
+    def forward(self, rows: Tensor) -> Tensor:
+        if not self.fake_quant_enabled:
+            return rows
+        return super().forward(rows.reshape(-1, rows.size(-1))).view_as(rows)
+
+
+def embedding_quantizer(quant: QuantConfig | None) -> nn.Module:
+    """Looked-up embedding rows: int8 symmetric per word (:class:`RowFakeQuantize`)."""
+    if not _on(quant, "embedding"):
+        return nn.Identity()
+    return RowFakeQuantize(bits=quant.weight_bits)
 
 
 def activation_quantizer(quant: QuantConfig | None, tensor: str) -> nn.Module:

@@ -151,7 +151,17 @@ class LMModule(L.LightningModule):
         group["lr"] = base_lr
 
         tokens = seq_len * batch_size
-        self.log("train/loss", nll, on_step=True, on_epoch=True, prog_bar=True, batch_size=tokens)
+        # Under DDP each rank's nll is its own shard's mean; with equal shards the mean over
+        # ranks is the whole batch's loss (what one process with all the streams logs).
+        self.log(
+            "train/loss",
+            nll,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=tokens,
+            sync_dist=True,
+        )
         self.log("train/ar", ar, on_step=True, on_epoch=False, batch_size=tokens)
         self.log("train/tar", tar, on_step=True, on_epoch=False, batch_size=tokens)
         self.log("lr", base_lr, on_step=True, on_epoch=False, batch_size=tokens)
@@ -242,7 +252,11 @@ class LMModule(L.LightningModule):
         if not quant.enabled or quant.calibration_batches == 0 or datamodule is None:
             return
         self._live_observers = observer_state(self.model)
-        windows = (window[0].to(self.device) for window in datamodule.train_dataloader())
+        # The first windows of this epoch's training pass, read straight from a fresh
+        # WindowIterable without its resume hook, so the run's data position is untouched.
+        train_windows = datamodule.train_dataloader().dataset
+        train_windows.skip_fn = None
+        windows = (window[0].to(self.device) for window in train_windows)
         calibrate(self.model, windows, quant.calibration_batches)
 
     def on_validation_epoch_start(self) -> None:

@@ -41,7 +41,9 @@ def test_asgd_switch_is_found(tmp_path: Path) -> None:
 
 def test_character_level_runs_plot_bits_per_character(tmp_path: Path) -> None:
     job = write_job(tmp_path / "run", [])
-    (job / "config.yaml").write_text("task_name: c\ndata: {char_level: true}\noptim: {name: adam}\n")
+    (job / "config.yaml").write_text(
+        "task_name: c\ndata: {char_level: true}\noptim: {name: adam}\n"
+    )
     text = (job / "csv" / "metrics.csv").read_text().replace("val/ppl", "val/bpc")
     (job / "csv" / "metrics.csv").write_text(text)
     results = json.loads((job / "results.json").read_text())
@@ -55,3 +57,21 @@ def test_nothing_to_plot_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "run" / "results.json").write_text("{}")
     with pytest.raises(SystemExit, match="nothing to plot"):
         main([str(tmp_path / "run")])
+
+
+def test_long_variant_names_become_job_numbers_in_legends(tmp_path: Path) -> None:
+    """Optuna trials differ in six sampled values: legends say `job N`, the bars spell it out."""
+    from src.analysis.figures import bar_label, curve_labels
+    from src.analysis.runs import find_jobs, job_labels
+
+    for k in range(2):
+        overrides = [f"model.dropout_{d}=0.{k}23456789" for d in ("emb", "input", "hidden")]
+        write_job(tmp_path / "s" / str(k), [*overrides, f"optim.lr={k + 1}.23456789"])
+    jobs = find_jobs(tmp_path / "s")
+    labels = job_labels(jobs)
+    assert (
+        labels[0] == "dropout_emb=0.02346, dropout_input=0.02346, dropout_hidden=0.02346, lr=1.235"
+    )
+    assert curve_labels(jobs, labels) == ["job 0", "job 1"]
+    assert bar_label(jobs[1], labels[1], long=True).startswith("job 1: dropout_emb=0.1235")
+    assert {p.name for p in make_plots(tmp_path / "s")} == NAMES

@@ -68,3 +68,19 @@ def test_hydra_callback_summarizes_the_sweep_dir(tmp_path: Path, capsys) -> None
     SweepSummary(metric="test/ppl").on_multirun_end(config=config)
     assert (sweep / "summary.csv").is_file()
     assert "best (min test/ppl): job 2" in capsys.readouterr().out
+
+
+def test_summary_is_rewritten_after_every_job_of_a_multirun(tmp_path: Path) -> None:
+    """A sweep that stops at a failed job still leaves the finished jobs' summary."""
+    from hydra.core.utils import JobReturn
+    from hydra.types import RunMode
+
+    sweep = tmp_path / "sweep"
+    write_job(sweep / "0", ["optim=adam"])
+    write_job(sweep / "1", ["optim=nt_asgd"], results=False)  # crashed
+    for mode, written in ((RunMode.RUN, False), (RunMode.MULTIRUN, True)):
+        config = OmegaConf.create({"hydra": {"mode": mode, "sweep": {"dir": str(sweep)}}})
+        SweepSummary().on_job_end(config=config, job_return=JobReturn())
+        assert (sweep / "summary.csv").is_file() == written
+    with open(sweep / "summary.csv", newline="") as fh:
+        assert [r["status"] for r in csv.DictReader(fh)] == ["ok", "no results"]

@@ -27,7 +27,9 @@ def reference(log_pm, h, targets, window, theta, lam):
                 continue
             scores = torch.tensor([theta * float(h[j, b] @ h[t, b]) for j in js])
             attn = torch.softmax(scores.double(), 0)
-            p_cache = sum(float(a) for a, j in zip(attn, js, strict=True) if targets[j, b] == targets[t, b])
+            p_cache = sum(
+                float(a) for a, j in zip(attn, js, strict=True) if targets[j, b] == targets[t, b]
+            )
             out[t, b] = math.log(lam * p_cache + (1 - lam) * p_model)
     return out
 
@@ -38,16 +40,16 @@ def test_hand_computed_example() -> None:
     h = torch.tensor([[[1.0]], [[2.0]], [[3.0]]])
     targets = torch.tensor([[5], [7], [5]])
     log_pm = torch.full((3, 1), math.log(0.1))
-    out, _ = mix_with_cache(
-        log_pm, h, targets, Cache.empty(1, 1), window=10, theta=1.0, lam=0.5
-    )
+    out, _ = mix_with_cache(log_pm, h, targets, Cache.empty(1, 1), window=10, theta=1.0, lam=0.5)
     p_cache_2 = math.exp(3) / (math.exp(3) + math.exp(6))
     assert out[0, 0].item() == pytest.approx(math.log(0.1))  # empty cache: the model alone
     assert out[1, 0].item() == pytest.approx(math.log(0.5 * 0.1))  # key 0 is followed by 5, not 7
     assert out[2, 0].item() == pytest.approx(math.log(0.5 * p_cache_2 + 0.5 * 0.1))
 
 
-@pytest.mark.parametrize(("window", "theta", "lam"), [(3, 1.0, 0.3), (100, 0.5, 0.1), (1, 2.0, 0.9)])
+@pytest.mark.parametrize(
+    ("window", "theta", "lam"), [(3, 1.0, 0.3), (100, 0.5, 0.1), (1, 2.0, 0.9)]
+)
 def test_matches_the_formula(window: int, theta: float, lam: float) -> None:
     g = torch.Generator().manual_seed(0)
     T, B, H, V = 12, 3, 4, 5
@@ -73,7 +75,9 @@ def test_cache_carries_across_windows() -> None:
     whole, _ = mix_with_cache(log_pm, h, targets, Cache.empty(B, H), **kw)
     cache, parts = Cache.empty(B, H), []
     for lo in range(0, T, 7):
-        out, cache = mix_with_cache(log_pm[lo : lo + 7], h[lo : lo + 7], targets[lo : lo + 7], cache, **kw)
+        out, cache = mix_with_cache(
+            log_pm[lo : lo + 7], h[lo : lo + 7], targets[lo : lo + 7], cache, **kw
+        )
         parts.append(out)
     torch.testing.assert_close(torch.cat(parts), whole)
 
@@ -90,8 +94,13 @@ def test_lambda_zero_is_the_model() -> None:
 def test_bad_options_are_refused(bad: dict) -> None:
     kw = {"window": 3, "theta": 1.0, "lam": 0.1, **bad}
     with pytest.raises(ValueError, match="pointer"):
-        mix_with_cache(torch.zeros(2, 1), torch.zeros(2, 1, 2), torch.zeros(2, 1).long(),
-                       Cache.empty(1, 2), **kw)
+        mix_with_cache(
+            torch.zeros(2, 1),
+            torch.zeros(2, 1, 2),
+            torch.zeros(2, 1).long(),
+            Cache.empty(1, 2),
+            **kw,
+        )
 
 
 def test_evaluate_pointer_reports_the_plain_model_too() -> None:

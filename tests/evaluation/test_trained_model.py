@@ -85,7 +85,9 @@ def test_eval_cli_options_report_both_beside_plain(bursty) -> None:
     pointer = OmegaConf.structured(PointerOptions(enabled=True, window=50, lam=0.3))
     dynamic = OmegaConf.structured(DynamicOptions(enabled=True, lr=1.0, bptt=5))
     results = run_extras(module.model, datamodule, "test", pointer, dynamic)
-    plain = evaluate_plain(module.model, WindowIterable(datamodule.test_dataloader().dataset.streams, 10))
+    plain = evaluate_plain(
+        module.model, WindowIterable(datamodule.test_dataloader().dataset.streams, 10)
+    )
     assert results["pointer_ppl"] < plain.ppl and results["dynamic_ppl"] < plain.ppl
     assert results["dynamic_options"]["bptt"] == 5
     for key, value in module.model.state_dict().items():  # dynamic evaluation adapted a copy
