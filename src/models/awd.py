@@ -69,10 +69,9 @@ class AWDLSTMConfig:
             raise ValueError(f"init_range must be positive, got {self.init_range!r}")
         if not isinstance(self.mlstm, MLSTMOptions):  # a plain dict: hparams, checkpoints
             self.mlstm = MLSTMOptions(**self.mlstm)
-        if self.cell == "mlstm" and self.mlstm.proj_size is not None:
+        if self.mlstm.proj_size is not None and self.cell != "mlstm":
             raise ValueError(
-                "mlstm.proj_size is not supported inside AWDLSTM yet: with a projection h and c "
-                "differ in size, but layer_sizes()/init_hidden() give one size per layer"
+                "mlstm.proj_size needs cell=mlstm (the LSTM runners have no projection)"
             )
 
 
@@ -106,16 +105,16 @@ class AWDLSTM(nn.Module):
         self.layers = nn.ModuleList(
             build_recurrent_layer(
                 input_size,
-                hidden_size,
+                cell_size,
                 weight_drop=c.weight_drop,
                 weight_drop_mode=c.weight_drop_mode,
                 recurrent_dropout=c.recurrent_dropout,
                 runner=c.runner,
                 cell=c.cell,
                 quant=quant,
-                **(asdict(c.mlstm) if c.cell == "mlstm" else {}),
+                **self.cell_options(cell_size, output_size),
             )
-            for input_size, hidden_size in sizes
+            for input_size, cell_size, output_size in self.layer_specs()
         )
         self.hidden_dropout = LockedDropout(c.dropout_hidden)
         self.output_dropout = LockedDropout(c.dropout_output)
@@ -127,15 +126,40 @@ class AWDLSTM(nn.Module):
             self.decoder.weight = self.embedding.weight
         self.init_weights()
 
+    def layer_specs(self) -> list[tuple[int, int, int]]:
+        """(input, cell, output) size of every layer.
+
+        Without a projection the cell size is the output size and the last layer outputs
+        emb_size when tied (salesforce). With `mlstm.proj_size` P every cell keeps hidden_size
+        H and projects to P, the last one to emb_size when tied: the projection is what lets a
+        wide last layer share the embedding matrix.
+        """
+        c = self.config
+        proj = c.mlstm.proj_size if c.cell == "mlstm" else None
+        specs = []
+        for layer in range(c.num_layers):
+            last = layer == c.num_layers - 1
+            input_size = c.emb_size if layer == 0 else specs[-1][2]
+            if proj is None:
+                cell = c.emb_size if last and c.tie_weights else c.hidden_size
+                specs.append((input_size, cell, cell))
+            else:
+                specs.append(
+                    (input_size, c.hidden_size, c.emb_size if last and c.tie_weights else proj)
+                )
+        return specs
+
     def layer_sizes(self) -> list[tuple[int, int]]:
         """(input, output) size of every layer; the last outputs emb_size when tied."""
-        c = self.config
-        sizes = []
-        for layer in range(c.num_layers):
-            input_size = c.emb_size if layer == 0 else c.hidden_size
-            last = layer == c.num_layers - 1
-            sizes.append((input_size, c.emb_size if last and c.tie_weights else c.hidden_size))
-        return sizes
+        return [(i, o) for i, _, o in self.layer_specs()]
+
+    def cell_options(self, cell_size: int, output_size: int) -> dict:
+        """The cell's constructor options (mLSTM: MLSTMOptions with this layer's projection)."""
+        if self.config.cell != "mlstm":
+            return {}
+        options = asdict(self.config.mlstm)
+        options["proj_size"] = output_size if output_size != cell_size else None
+        return options
 
     def init_weights(self) -> None:
         """Embedding (and untied decoder) U(-r, r), decoder bias 0; LSTMs keep nn.LSTM's init."""
@@ -146,11 +170,11 @@ class AWDLSTM(nn.Module):
         nn.init.zeros_(self.decoder.bias)
 
     def init_hidden(self, batch_size: int) -> list[State]:
-        """Zero (h, c) for every layer, each [1, B, H_l], on the model's device and dtype."""
+        """Zero (h [1, B, out_l], c [1, B, cell_l]) for every layer, on the model's device."""
         w = self.embedding.weight
         return [
-            (w.new_zeros(1, batch_size, size), w.new_zeros(1, batch_size, size))
-            for _, size in self.layer_sizes()
+            (w.new_zeros(1, batch_size, out), w.new_zeros(1, batch_size, cell))
+            for _, cell, out in self.layer_specs()
         ]
 
     def num_parameters(self) -> int:

@@ -27,7 +27,10 @@ class QuantConfig:
     activation_bits: int = 8  # affine, EMA min/max observers, int8 storage
     delay_steps: int = 0  # train in float for this many optimizer steps first
     freeze_observers_step: int | None = None  # stop updating ranges from this step (None: never)
-    ema_momentum: float = 0.01  # observer update: range <- range + momentum * (batch - range)
+    # observer update: range <- range + momentum * (batch min/max - range), once per batch.
+    # 0.1, not 0.01: trained from scratch at lr 30, ranges grow for hundreds of steps and a
+    # 0.01 EMA lagged so far behind that clipping diverged the run (docs/quantization.md).
+    ema_momentum: float = 0.1
     calibration_batches: int = 20  # training windows that re-calibrate ranges for ASGD averages
     tensors: list[str] = field(default_factory=lambda: list(QUANTIZABLE_TENSORS))
 

@@ -43,7 +43,13 @@ from .qat_modules import (
     weight_quantizer,
 )
 
-__all__ = ["CallQuantizer", "QATLSTMLayer", "StepQuantizers", "fake_quant_lstm_step"]
+__all__ = [
+    "CallQuantizer",
+    "QATLSTMLayer",
+    "StepQuantizers",
+    "fake_quant_lstm_step",
+    "fixed_scale",
+]
 
 ObservedQuantizer = FakeQuantize | PowerOfTwoFakeQuantize
 
@@ -74,7 +80,8 @@ class CallQuantizer:
             elif not self.recording:
                 raise RuntimeError(
                     f"{type(quantizer).__name__} used before observing data: train or "
-                    "calibrate the model before evaluating it with fake quantization"
+                    "calibrate the model before evaluating it with fake quantization (or keep "
+                    "its observer on until it has seen a batch)"
                 )
 
     def __call__(self, x: Tensor, record: bool = True) -> Tensor:

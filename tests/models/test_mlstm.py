@@ -503,8 +503,7 @@ def test_config_takes_the_options_as_a_dict_and_round_trips() -> None:
     config = tiny_mlstm(mlstm={"peephole": True, "forget_bias": 2.0})  # as from hparams
     assert config.mlstm == MLSTMOptions(peephole=True, forget_bias=2.0)
     assert AWDLSTMConfig(**dataclasses.asdict(config)) == config
-    with pytest.raises(ValueError, match="proj_size is not supported inside AWDLSTM"):
-        tiny_mlstm(mlstm={"proj_size": E})
+    assert tiny_mlstm(mlstm={"proj_size": E}).mlstm.proj_size == E
     with pytest.raises(TypeError, match="peepholes"):
         tiny_mlstm(mlstm={"peepholes": True})
 
@@ -523,3 +522,37 @@ def test_hydra_model_group(tmp_path: Path) -> None:
         with pytest.raises((ConfigCompositionException, OmegaConfBaseException)) as info:
             compose_train(["model=mlstm", override], tmp_path, tmp_path, tmp_path)
         assert message in str(info.value) + str(info.value.__cause__)
+
+
+def test_awd_model_ties_a_projected_mlstm_stack() -> None:
+    """With mlstm.proj_size every cell keeps hidden_size and projects; the last layer projects
+    to emb_size so the decoder shares the embedding matrix."""
+    from src.models.awd import AWDLSTM, AWDLSTMConfig
+
+    cfg = AWDLSTMConfig(
+        vocab_size=50,
+        emb_size=8,
+        hidden_size=24,
+        num_layers=3,
+        cell="mlstm",
+        mlstm={"proj_size": 12},
+    )
+    model = AWDLSTM(cfg)
+    assert model.layer_specs() == [(8, 24, 12), (12, 24, 12), (12, 24, 8)]
+    assert model.decoder.weight is model.embedding.weight
+    out = model(torch.randint(50, (5, 3)))
+    assert [(h.shape[-1], c.shape[-1]) for h, c in out.hidden] == [(12, 24), (12, 24), (8, 24)]
+    assert [(h.shape[-1], c.shape[-1]) for h, c in model.init_hidden(3)] == [
+        (12, 24),
+        (12, 24),
+        (8, 24),
+    ]
+    again = model(torch.randint(50, (5, 3)), out.hidden)  # the state carries over
+    assert model.decoder(again.output).shape == (5, 3, 50)
+
+
+def test_projection_needs_the_mlstm_cell() -> None:
+    from src.models.awd import AWDLSTMConfig
+
+    with pytest.raises(ValueError, match="proj_size needs cell=mlstm"):
+        AWDLSTMConfig(cell="lstm", mlstm={"proj_size": 12})
