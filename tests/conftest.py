@@ -137,3 +137,21 @@ def run_tiny(tmp_path: Path, tiny_data_dir: Path, cache_dir: Path) -> Callable[.
         return train(cfg)
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def ptb_tiny_float(
+    tmp_path_factory: pytest.TempPathFactory, corpora_dir: Path, cache_dir: Path
+) -> dict[str, Any]:
+    """One epoch of experiment=ptb_tiny on real PTB (float), trained once per session and shared
+    by the real-corpus checks (the float acceptance figure and the QAT comparison)."""
+    from src.train import train
+
+    out = tmp_path_factory.mktemp("ptb_tiny_float")
+    cfg = compose_train(
+        ["experiment=ptb_tiny", "logger=csv", "~callbacks.rich_progress_bar"],
+        out / "run",
+        corpora_dir,
+        cache_dir,
+    )
+    return train(cfg)

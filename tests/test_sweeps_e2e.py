@@ -91,16 +91,23 @@ def test_optuna_search_reports_the_best_trial(tiny_data_dir: Path, tmp_path: Pat
 @pytest.mark.slow
 @needs_submitit
 def test_submitit_local_launcher_runs_a_sweep(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """4 concurrent jobs prepare the same (not yet built) corpus cache: it is built once, under
+    the file lock, and every job trains on it."""
     sweep = tmp_path / "submitit"
+    cache = tmp_path / "cache"
     run_cli(
         "src.train",
         "-m",
         "hydra/launcher=submitit_local",
-        *tiny_args(tiny_data_dir, tmp_path / "cache", "optim=nt_asgd,adam"),
+        *tiny_args(
+            tiny_data_dir, cache, "optim=nt_asgd,adam", "model.weight_drop_mode=elementwise,row"
+        ),
         f"hydra.sweep.dir={sweep}",
     )
     assert (sweep / ".submitit").is_dir()
-    assert [r["status"] for r in rows(sweep / "summary.csv")] == ["ok", "ok"]
+    assert [r["status"] for r in rows(sweep / "summary.csv")] == ["ok"] * 4
+    built = [p.name for p in cache.iterdir() if not p.name.endswith(".lock")]
+    assert len(built) == 1 and built[0].startswith("tiny-"), built
 
 
 @needs_submitit

@@ -201,19 +201,9 @@ def test_cli_bad_key_message(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ptb_tiny_one_epoch_reaches_salesforce_perplexity(
-    corpora_dir: Path, cache_dir: Path, tmp_path: Path
-) -> None:
+def test_ptb_tiny_one_epoch_reaches_salesforce_perplexity(ptb_tiny_float: dict) -> None:
     """REFERENCE: the authors' code reaches 248.5 validation perplexity after one epoch."""
-    from src.train import train
-
-    cfg = compose_train(
-        ["experiment=ptb_tiny", "logger=csv", "~callbacks.rich_progress_bar"],
-        tmp_path / "run",
-        corpora_dir,
-        cache_dir,
-    )
-    results = train(cfg)
+    results = ptb_tiny_float
     print(
         f"ptb_tiny one epoch: val ppl {results['val/ppl']:.2f}, test ppl {results['test/ppl']:.2f}"
     )

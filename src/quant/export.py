@@ -214,7 +214,7 @@ def convert(model: AWDLSTM, tables: str = "interpolated") -> tuple[IntegerLM, di
         _folded_bias(model.decoder.bias, q_d, acc_scale, z_h),
         acc_scale.to(torch.float32),
     )
-    scales["decoder"] = s_d
+    scales["decoder"] = "embedding" if tied else s_d  # tied: the same per-row scales
     return IntegerLM(embedding, layers, decoder), scales
 
 

@@ -70,3 +70,20 @@ def test_impossible_values_fail_with_the_key(run_tiny, overrides: list[str], mes
     with pytest.raises(ValueError) as info:
         run_tiny(*overrides)
     assert message in str(info.value)
+
+
+def test_incompatible_groups_quant_qat_with_cudnn_runner(run_tiny) -> None:
+    with pytest.raises(ValueError, match="cannot fake-quantize"):
+        run_tiny("quant=qat", "model.runner=cudnn")
+
+
+def test_checkpoint_of_another_model_is_refused(run_tiny, tmp_path: Path) -> None:
+    from src.training.checkpoint import load_module
+
+    results = run_tiny("trainer.max_epochs=1")
+    ckpt = torch.load(results["best_checkpoint"], weights_only=False)
+    ckpt["hyper_parameters"]["model"]["hidden_size"] += 4  # hparams no longer match the weights
+    tampered = tmp_path / "tampered.ckpt"
+    torch.save(ckpt, tampered)
+    with pytest.raises(ValueError, match="does not match the model"):
+        load_module(tampered)
