@@ -11,12 +11,13 @@ from src.quant.config import QuantConfig
 V, E, H = 40, 12, 20
 
 
-def toy_tokens(T: int, B: int, seed: int) -> torch.Tensor:
+def toy_tokens(length: int, batch: int, seed: int) -> torch.Tensor:
     """Token windows with some structure (a noisy counter), so the model learns something."""
     g = torch.Generator().manual_seed(seed)
-    start = torch.randint(0, V, (1, B), generator=g)
-    steps = torch.arange(T).unsqueeze(1)
-    noise = (torch.rand(T, B, generator=g) < 0.2) * torch.randint(0, V, (T, B), generator=g)
+    shape = (length, batch)
+    start = torch.randint(0, V, (1, batch), generator=g)
+    steps = torch.arange(length).unsqueeze(1)
+    noise = (torch.rand(shape, generator=g) < 0.2) * torch.randint(0, V, shape, generator=g)
     return (start + steps + noise) % V
 
 

@@ -54,10 +54,12 @@ def test_round_shift_equals_rounding_divide_by_pot(exponent: int) -> None:
 def test_requantizer_is_multiply_by_quantized_multiplier() -> None:
     """Per-channel multipliers spanning right shifts, no shift and left shifts, on random
     accumulators, int32 extremes and exact ties: bit-identical to the reference primitive."""
-    real = torch.cat([
-        torch.logspace(-9, 1.5, 61, dtype=torch.float64),
-        torch.tensor([0.5, 1.0, 2.0, 2.0**-20, 0.0], dtype=torch.float64),
-    ])
+    real = torch.cat(
+        [
+            torch.logspace(-9, 1.5, 61, dtype=torch.float64),
+            torch.tensor([0.5, 1.0, 2.0, 2.0**-20, 0.0], dtype=torch.float64),
+        ]
+    )
     m0, shift = quantize_multipliers(real)
     assert (shift > 0).any() and (shift < 0).any()
     acc = rand_int(-(2**31), 2**31, (400, real.numel()), seed=1)
@@ -230,8 +232,9 @@ def test_four_bit_weights_convert_and_agree() -> None:
     tokens = toy_tokens(12, 3, seed=3)
     with torch.no_grad():
         out = m(tokens[:-1])
-        ref = F.cross_entropy(m.decoder(out.output).reshape(-1, V), tokens[1:].reshape(-1),
-                              reduction="sum")
+        ref = F.cross_entropy(
+            m.decoder(out.output).reshape(-1, V), tokens[1:].reshape(-1), reduction="sum"
+        )
     nll, _ = qexport.expand_tables(lm).score(tokens[:-1], tokens[1:])
     assert float(nll) == pytest.approx(float(ref), rel=1e-3)
 
@@ -245,10 +248,15 @@ def test_convert_refuses_models_it_cannot_run() -> None:
         qexport.convert(float_model)
     partial = QuantConfig(enabled=True, tensors=["weights", "hidden"])
     with pytest.raises(ValueError, match="every tensor"):
-        qexport.convert(AWDLSTM(AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8,
-                                              num_layers=1), quant=partial))
-    untrained = AWDLSTM(AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=1),
-                        quant=QuantConfig(enabled=True))
+        qexport.convert(
+            AWDLSTM(
+                AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=1), quant=partial
+            )
+        )
+    untrained = AWDLSTM(
+        AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=1),
+        quant=QuantConfig(enabled=True),
+    )
     with pytest.raises(ValueError, match="never observed"):
         qexport.convert(untrained)
 

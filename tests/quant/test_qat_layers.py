@@ -40,15 +40,29 @@ def qat_layer(recurrent_dropout: float = 0.0, **quant: object) -> QATLSTMLayer:
 
 def test_registered_and_built_when_quant_is_enabled() -> None:
     assert LAYERS[("lstm", "qat")] is QATLSTMLayer
-    layer = build_recurrent_layer(I, H, weight_drop=0.5, weight_drop_mode="row",
-                                  recurrent_dropout=0.0, quant=QAT)
+    layer = build_recurrent_layer(
+        I, H, weight_drop=0.5, weight_drop_mode="row", recurrent_dropout=0.0, quant=QAT
+    )
     assert isinstance(layer, WeightDrop) and isinstance(layer.module, QATLSTMLayer)
-    float_layer = build_recurrent_layer(I, H, weight_drop=0.0, weight_drop_mode="elementwise",
-                                        recurrent_dropout=0.0, quant=QuantConfig())
+    float_layer = build_recurrent_layer(
+        I,
+        H,
+        weight_drop=0.0,
+        weight_drop_mode="elementwise",
+        recurrent_dropout=0.0,
+        quant=QuantConfig(),
+    )
     assert not isinstance(float_layer, QATLSTMLayer)  # quant=none keeps the fused runner
     with pytest.raises(ValueError, match="qat"):
-        build_recurrent_layer(I, H, weight_drop=0.0, weight_drop_mode="elementwise",
-                              recurrent_dropout=0.0, runner="cudnn", quant=QAT)
+        build_recurrent_layer(
+            I,
+            H,
+            weight_drop=0.0,
+            weight_drop_mode="elementwise",
+            recurrent_dropout=0.0,
+            runner="cudnn",
+            quant=QAT,
+        )
 
 
 def test_float_parameters_load_and_quantization_off_is_the_float_layer() -> None:
@@ -118,9 +132,11 @@ def test_observers_update_once_per_call_with_the_call_range() -> None:
     layer = qat_layer()
     counts = {"hidden": 0, "cell": 0}
     layer.hidden_quant.observer.register_forward_hook(
-        lambda *a: counts.__setitem__("hidden", counts["hidden"] + 1))
+        lambda *a: counts.__setitem__("hidden", counts["hidden"] + 1)
+    )
     layer.cell_quant.observer.register_forward_hook(
-        lambda *a: counts.__setitem__("cell", counts["cell"] + 1))
+        lambda *a: counts.__setitem__("cell", counts["cell"] + 1)
+    )
     x = torch.randn(T, B, I)
     y, _ = layer(x)  # first call: h and c run in float, their range initializes the observers
     assert counts == {"hidden": 1, "cell": 1}
@@ -150,8 +166,9 @@ def test_straight_through_gradients_reach_every_parameter() -> None:
 
 @pytest.mark.parametrize("mode", ["elementwise", "row", "column"])
 def test_dropouts_and_regularizer_outputs_work(mode: str) -> None:
-    model = trained_qat_model(seed=2, steps=2, weight_drop_mode=mode, recurrent_dropout=0.3,
-                              dropout_emb=0.2).train()
+    model = trained_qat_model(
+        seed=2, steps=2, weight_drop_mode=mode, recurrent_dropout=0.3, dropout_emb=0.2
+    ).train()
     out = model(toy_tokens(6, 3, seed=4))
     assert len(out.raw_outputs) == len(out.dropped_outputs) == 2
     assert not torch.equal(out.raw_outputs[-1], out.dropped_outputs[-1])  # output dropout
@@ -161,8 +178,9 @@ def test_dropouts_and_regularizer_outputs_work(mode: str) -> None:
     b = model(toy_tokens(6, 3, seed=4)).output
     assert not torch.equal(a, b)
     model.eval()
-    assert torch.equal(model(toy_tokens(6, 3, seed=4)).output,
-                       model(toy_tokens(6, 3, seed=4)).output)
+    assert torch.equal(
+        model(toy_tokens(6, 3, seed=4)).output, model(toy_tokens(6, 3, seed=4)).output
+    )
 
 
 def test_four_bit_weights() -> None:
@@ -175,8 +193,10 @@ def test_four_bit_weights() -> None:
 
 
 def test_tensor_subset_leaves_the_rest_float() -> None:
-    model = AWDLSTM(AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=1),
-                    quant=QuantConfig(enabled=True, tensors=["weights"]))
+    model = AWDLSTM(
+        AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=1),
+        quant=QuantConfig(enabled=True, tensors=["weights"]),
+    )
     layer = model.layers[0].module
     assert isinstance(layer.weight_ih_quant, WeightFakeQuantize)
     for name in ("hidden_quant", "cell_quant", "gate_quant", "preactivation_quant"):
@@ -189,8 +209,9 @@ def test_tensor_subset_leaves_the_rest_float() -> None:
 def test_float_model_is_unchanged() -> None:
     """quant=none: identity quantizers, no extra state, the fused runner."""
     torch.manual_seed(0)
-    model = AWDLSTM(AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=2),
-                    quant=QuantConfig())
+    model = AWDLSTM(
+        AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=2), quant=QuantConfig()
+    )
     assert list(quantizers(model)) == []
     assert not any(isinstance(m, LoopLSTMLayer) for m in model.modules())
     assert not any("_quant" in k for k in model.state_dict())
@@ -211,8 +232,9 @@ def test_float_checkpoint_fine_tunes_with_qat() -> None:
     enable_fake_quant(qat_model, False)
     tokens = toy_tokens(5, 2, seed=0)
     float_model.eval(), qat_model.eval()
-    torch.testing.assert_close(qat_model(tokens).output, float_model(tokens).output,
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        qat_model(tokens).output, float_model(tokens).output, rtol=1e-5, atol=1e-6
+    )
     back = dict(qat_model.state_dict())
     added, dropped = align_quantizer_state(back, float_model.state_dict())
     assert dropped and not added
