@@ -55,3 +55,16 @@ def test_finetune_group_selects_averaged_sgd(tmp_path: Path) -> None:
         ["+finetune=asgd", "callbacks.finetune.ckpt_path=x.ckpt"], tmp_path, tmp_path, tmp_path
     )
     assert cfg.optim.name == "sgd" and cfg.callbacks.finetune.nonmono == cfg.optim.nonmono
+
+
+def test_float_checkpoint_finetunes_with_qat(run_tiny) -> None:
+    """+finetune=asgd quant=qat from a float checkpoint: the observers start fresh."""
+    first = run_tiny("trainer.max_epochs=1", out="pretrain")
+    tuned = run_tiny(
+        "+finetune=asgd",
+        "quant=qat",
+        f"callbacks.finetune.ckpt_path={first['best_checkpoint']}",
+        "trainer.max_epochs=1",
+        out="qat",
+    )
+    assert tuned["val/ppl"] > 1
