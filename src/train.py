@@ -14,6 +14,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import register_configs
@@ -81,6 +82,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("model: %s parameters, vocabulary %d", f"{n_params:,}", len(datamodule.vocab))
 
     callbacks = instantiate_group(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):
+        # trainer.enable_progress_bar=false means no bar, including the configured rich one
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
     loggers = instantiate_group(cfg.get("logger"))
     for lg in loggers:
         lg.log_hyperparams(container(cfg))

@@ -131,3 +131,45 @@ def test_enwik8_data_group(tmp_path: Path) -> None:
     cfg = compose_train(["data=enwik8"], tmp_path, tmp_path, tmp_path)
     assert cfg.data.corpus == "enwik8" and cfg.data.tokenizer.value == "word"
     assert cfg.data.char_level and (cfg.data.batch_size, cfg.data.bptt) == (128, 200)
+
+
+def test_smoke_mlstm_qat_cli(tmp_path: Path, corpora_dir: Path, cache_dir: Path) -> None:
+    """`python -m src.train experiment=smoke model=mlstm quant=qat` exits 0 on real PTB."""
+    results = smoke_cli(tmp_path / "run", corpora_dir, cache_dir, "quant=qat", "logger=csv")
+    assert 1.0 < results["val/ppl"] < 10_000
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "cell: mlstm" in config and "enabled: true" in config
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        [
+            "model.mlstm.peephole=true",
+            "model.mlstm.cell_clip=2.0",
+            "model.mlstm.proj_size=10",
+            "model.mlstm.proj_clip=1.0",
+        ],
+    ],
+    ids=["plain", "peephole-clip-projection"],
+)
+def test_mlstm_qat_exports_and_the_int8_engine_agrees(
+    run_tiny, tiny_data_dir: Path, tmp_path: Path, overrides: list[str]
+) -> None:
+    """QAT mLSTM on the tiny corpus -> exported integer file -> int8 evaluation within 1% in
+    perplexity of the fake-quantized checkpoint."""
+    from hydra import compose, initialize_config_dir
+
+    from src.export import export
+    from tests.quant.test_qat_e2e import evaluate_in_process
+
+    results = run_tiny("model=mlstm", "quant=qat", "trainer.max_epochs=3", *overrides)
+    ckpt = Path(results["best_checkpoint"])
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("export", overrides=[f"ckpt_path={ckpt}", f"out={tmp_path / 'm.pt'}"])
+    export(cfg)
+    fake_quant = evaluate_in_process(ckpt, tiny_data_dir, tmp_path)
+    integer = evaluate_in_process(tmp_path / "m.pt", tiny_data_dir, tmp_path, "engine=int8")
+    assert integer["engine"] == "int8"
+    assert integer["ppl"] == pytest.approx(fake_quant["ppl"], rel=0.01)

@@ -48,11 +48,13 @@ def test_multirun_sweep_one_wandb_run_per_job_and_summary(tiny_data_dir: Path, t
     proc = run_cli(
         "src.train",
         "-m",
-        *tiny_args(tiny_data_dir, tmp_path / "cache", "logger=wandb", "optim=nt_asgd,adam"),
+        "model=awd_lstm,mlstm",
+        "quant=none,qat",
+        *tiny_args(tiny_data_dir, tmp_path / "cache", "logger=wandb"),
         f"hydra.sweep.dir={sweep}",
     )
     jobs = sorted(p for p in sweep.iterdir() if p.name.isdigit())
-    assert [p.name for p in jobs] == ["0", "1"]
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
     names = set()
     for job in jobs:
         assert (job / "results.json").is_file()
@@ -60,9 +62,14 @@ def test_multirun_sweep_one_wandb_run_per_job_and_summary(tiny_data_dir: Path, t
         wandb_cfg = yaml.safe_load((job / "config.yaml").read_text())["logger"]["wandb"]
         assert wandb_cfg["group"] == f"train/{sweep.parent.name}/{sweep.name}"
         names.add(wandb_cfg["name"])
-    assert names == {n for n in names if "optim=" in n} and len(names) == 2
+    assert len(names) == 4 and all("model=" in n and "quant=" in n for n in names)
     summary = rows(sweep / "summary.csv")
-    assert [r["optim"] for r in summary] == ["nt_asgd", "adam"]
+    assert [(r["model"], r["quant"]) for r in summary] == [
+        ("awd_lstm", "none"),
+        ("awd_lstm", "qat"),
+        ("mlstm", "none"),
+        ("mlstm", "qat"),
+    ]
     assert all(float(r["val/ppl"]) > 1 for r in summary)
     assert "Sweep summary" in proc.stdout and "best (min val/ppl)" in proc.stdout
     plots = run_cli("src.plot", str(sweep)).stdout.split()

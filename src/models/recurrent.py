@@ -31,7 +31,11 @@ RUNNERS = LAYERS  # backwards-compatible name
 
 # Modules that register further cells/runners on import (kept out of this file's imports so
 # recurrent.py does not depend on them).
-PLUGIN_MODULES: tuple[str, ...] = ("src.models.mlstm", "src.quant.qat_layers")
+PLUGIN_MODULES: tuple[str, ...] = (
+    "src.models.mlstm",
+    "src.quant.qat_layers",
+    "src.quant.qat_mlstm",
+)
 
 
 def register_layer(cell: str, runner: str) -> Callable[[type[nn.Module]], type[nn.Module]]:

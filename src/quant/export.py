@@ -25,23 +25,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from src.models.awd import AWDLSTM
 from src.models.dropout import WeightDrop
 from src.utils.io import atomic_write
 
-from .engine import IntegerDecoder, IntegerEmbedding, IntegerLM, IntegerLSTMLayer
-from .fake_quant import (
-    FakeQuantize,
-    FixedScaleFakeQuantize,
-    PowerOfTwoFakeQuantize,
-    WeightFakeQuantize,
-    quantize_bias,
+from .conversion import (
+    TABLE_KINDS,
+    activation_qparams,
+    folded_bias,
+    gate_tables,
+    require_quantizer,
 )
-from .fixed_point import INT32_MAX, INT32_MIN, quantize_multiplier, quantize_multipliers
-from .lut import GATE_EXPONENT, OUTPUT_EXPONENT, Int16LUT, sigmoid_lut, tanh_lut
+from .convert_mlstm import convert_mlstm_layer
+from .engine import IntegerDecoder, IntegerEmbedding, IntegerLM, IntegerLSTMLayer
+from .engine_mlstm import IntegerMLSTMLayer
+from .fake_quant import FixedScaleFakeQuantize, PowerOfTwoFakeQuantize, WeightFakeQuantize
+from .fixed_point import quantize_multiplier, quantize_multipliers
+from .lut import GATE_EXPONENT, OUTPUT_EXPONENT, Int16LUT
 from .qat_layers import QATLSTMLayer
+from .qat_mlstm import QATMLSTMLayer
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -57,57 +61,11 @@ __all__ = [
 
 EXPORT_FORMAT = "awd-lstm-integer"
 EXPORT_VERSION = 1
-TABLE_KINDS = ("interpolated", "full")
 
 
 # --------------------------------------------------------------------------------------------
 # Conversion
 # --------------------------------------------------------------------------------------------
-
-
-def _require(module: nn.Module, kind: type | tuple[type, ...], what: str) -> Any:
-    if not isinstance(module, kind):
-        raise ValueError(
-            f"cannot build the integer model: {what} is not fake-quantized "
-            f"({type(module).__name__}); train with quant=qat and every entry of quant.tensors"
-        )
-    return module
-
-
-def _activation_qparams(quantizer: nn.Module, what: str) -> tuple[float, int]:
-    q = _require(quantizer, FakeQuantize, what)
-    if not bool(q.observer.initialized):
-        raise ValueError(f"cannot build the integer model: the {what} range was never observed")
-    scale, zero_point = q.calculate_qparams()
-    return float(scale), int(zero_point)
-
-
-def _to_int32(x: Tensor, what: str) -> Tensor:
-    if bool(((x < INT32_MIN) | (x > INT32_MAX)).any()):
-        raise ValueError(f"{what} overflows int32")
-    return x.to(torch.int32)
-
-
-def _folded_bias(
-    bias: Tensor | None, weight_q: Tensor, accumulator_scale: Tensor, input_zero_point: int
-) -> Tensor:
-    """int32 ``round(b / (s_x s_w[j])) - z_x sum_k W_q[j, k]`` (the zero point folded in)."""
-    b = torch.zeros(weight_q.shape[0], dtype=torch.int64)
-    if bias is not None:
-        b = quantize_bias(bias, accumulator_scale).to(torch.int64)
-    folded = b - input_zero_point * weight_q.to(torch.int64).sum(dim=1)
-    return _to_int32(folded, "a bias")
-
-
-def _tables(kind: str, cell_exponent: int) -> tuple[Int16LUT, Int16LUT, Int16LUT]:
-    if kind not in TABLE_KINDS:
-        raise ValueError(f"tables must be one of {TABLE_KINDS}, got {kind!r}")
-    interpolated = kind == "interpolated"
-    return (
-        sigmoid_lut(GATE_EXPONENT, interpolated),
-        tanh_lut(GATE_EXPONENT, interpolated),
-        tanh_lut(-cell_exponent, interpolated),
-    )
 
 
 def convert_layer(
@@ -122,35 +80,37 @@ def convert_layer(
     ``input_qparams`` = ``(s_x, z_x)`` of the int8 codes it is fed; ``bits`` = activation bits.
     """
     inner = layer.module if isinstance(layer, WeightDrop) else layer
-    inner = _require(inner, QATLSTMLayer, f"layer {index}")
+    inner = require_quantizer(inner, QATLSTMLayer, f"layer {index}")
     weight_hh = getattr(inner, "weight_hh_l0_raw", None)
     if weight_hh is None:
         weight_hh = inner.weight_hh_l0
     s_x, z_x = input_qparams
-    s_h, z_h = _activation_qparams(inner.hidden_quant, f"layer {index} hidden state")
-    cell = _require(inner.cell_quant, PowerOfTwoFakeQuantize, f"layer {index} cell state")
+    s_h, z_h = activation_qparams(inner.hidden_quant, f"layer {index} hidden state")
+    cell = require_quantizer(inner.cell_quant, PowerOfTwoFakeQuantize, f"layer {index} cell state")
     if not bool(cell.observer.initialized):
         raise ValueError(f"cannot build the integer model: layer {index} cell range unobserved")
-    _require(inner.preactivation_quant, FixedScaleFakeQuantize, f"layer {index} gates")
-    _require(inner.gate_quant, FixedScaleFakeQuantize, f"layer {index} gate outputs")
+    require_quantizer(inner.preactivation_quant, FixedScaleFakeQuantize, f"layer {index} gates")
+    require_quantizer(inner.gate_quant, FixedScaleFakeQuantize, f"layer {index} gate outputs")
     k = -cell.exponent()
-    q_ih, s_ih = _require(inner.weight_ih_quant, WeightFakeQuantize, "W_ih").quantize(
+    q_ih, s_ih = require_quantizer(inner.weight_ih_quant, WeightFakeQuantize, "W_ih").quantize(
         inner.weight_ih_l0
     )
-    q_hh, s_hh = _require(inner.weight_hh_quant, WeightFakeQuantize, "W_hh").quantize(weight_hh)
+    q_hh, s_hh = require_quantizer(inner.weight_hh_quant, WeightFakeQuantize, "W_hh").quantize(
+        weight_hh
+    )
     s_ih64, s_hh64 = s_ih.to(torch.float64), s_hh.to(torch.float64)
     bias = inner.bias_ih_l0.detach() + inner.bias_hh_l0.detach()  # float32, as in training
     m_x, sh_x = quantize_multipliers(s_x * s_ih64 * 2.0**-GATE_EXPONENT)
     m_h, sh_h = quantize_multipliers(s_h * s_hh64 * 2.0**-GATE_EXPONENT)
     m_o, sh_o = quantize_multiplier(2.0 ** (2 * OUTPUT_EXPONENT) / s_h)
-    sigmoid, tanh, tanh_cell = _tables(tables, k)
+    sigmoid, tanh, tanh_cell = gate_tables(tables, k)
     int_layer = IntegerLSTMLayer(
         weight_ih=q_ih,
-        bias_x=_folded_bias(bias, q_ih, s_x * s_ih64, z_x),
+        bias_x=folded_bias(bias, q_ih, s_x * s_ih64, z_x),
         multiplier_x=m_x,
         shift_x=sh_x,
         weight_hh=q_hh,
-        bias_h=_folded_bias(None, q_hh, s_h * s_hh64, z_h),
+        bias_h=folded_bias(None, q_hh, s_h * s_hh64, z_h),
         multiplier_h=m_h,
         shift_h=sh_h,
         cell_exponent=k,
@@ -188,21 +148,23 @@ def convert(model: AWDLSTM, tables: str = "interpolated") -> tuple[IntegerLM, di
         raise ValueError(f"the integer engine needs every tensor quantized; got {quant.tensors}")
     model = model.cpu().eval()
     bits = quant.activation_bits
-    emb_q = _require(model.embedding_quant, WeightFakeQuantize, "the embedding")
+    emb_q = require_quantizer(model.embedding_quant, WeightFakeQuantize, "the embedding")
     q_e, s_e = emb_q.quantize(model.embedding.weight)
-    s_x, z_x = _activation_qparams(model.input_quant, "layer 1 input")
+    s_x, z_x = activation_qparams(model.input_quant, "layer 1 input")
     m_e, sh_e = quantize_multipliers(s_e.to(torch.float64) / s_x)
     embedding = IntegerEmbedding(q_e, m_e, sh_e, z_x, bits)
     scales: dict[str, Any] = {"embedding": s_e, "input": (s_x, z_x), "layers": []}
 
     layers, qparams = [], (s_x, z_x)
     for index, layer in enumerate(model.layers):
-        int_layer, layer_scales = convert_layer(layer, qparams, bits, tables, index + 1)
+        inner = layer.module if isinstance(layer, WeightDrop) else layer
+        convert_one = convert_mlstm_layer if isinstance(inner, QATMLSTMLayer) else convert_layer
+        int_layer, layer_scales = convert_one(layer, qparams, bits, tables, index + 1)
         layers.append(int_layer)
         scales["layers"].append(layer_scales)
         qparams = layer_scales["hidden"]
 
-    dec_q = _require(model.decoder.weight_quant, WeightFakeQuantize, "the decoder")
+    dec_q = require_quantizer(model.decoder.weight_quant, WeightFakeQuantize, "the decoder")
     q_d, s_d = dec_q.quantize(model.decoder.weight)
     tied = model.decoder.weight is model.embedding.weight and torch.equal(q_d, q_e)
     if tied:
@@ -211,7 +173,7 @@ def convert(model: AWDLSTM, tables: str = "interpolated") -> tuple[IntegerLM, di
     acc_scale = s_h * s_d.to(torch.float64)
     decoder = IntegerDecoder(
         q_d,
-        _folded_bias(model.decoder.bias, q_d, acc_scale, z_h),
+        folded_bias(model.decoder.bias, q_d, acc_scale, z_h),
         acc_scale.to(torch.float32),
     )
     scales["decoder"] = "embedding" if tied else s_d  # tied: the same per-row scales
@@ -263,6 +225,11 @@ def to_payload(
     first = lm.layers[0]
     layers = []
     for layer in lm.layers:
+        if isinstance(layer, IntegerMLSTMLayer):
+            layers.append(
+                {**layer.entry(), "cell": "mlstm", "tanh_cell": _lut_entry(layer.tanh_cell)}
+            )
+            continue
         entry = {
             name: getattr(layer, name)
             for name in (
@@ -325,12 +292,9 @@ def from_payload(payload: dict[str, Any], expand: bool = True) -> IntegerLM:
     sigmoid, tanh = _lut(payload["luts"]["sigmoid"]), _lut(payload["luts"]["tanh"])
     layers = []
     for entry in payload["layers"]:
-        kwargs = {k: v for k, v in entry.items() if k != "tanh_cell"}
-        layers.append(
-            IntegerLSTMLayer(
-                **kwargs, sigmoid=sigmoid, tanh=tanh, tanh_cell=_lut(entry["tanh_cell"])
-            )
-        )
+        kwargs = {k: v for k, v in entry.items() if k not in ("tanh_cell", "cell")}
+        cls = IntegerMLSTMLayer if entry.get("cell", "lstm") == "mlstm" else IntegerLSTMLayer
+        layers.append(cls(**kwargs, sigmoid=sigmoid, tanh=tanh, tanh_cell=_lut(entry["tanh_cell"])))
     d = payload["decoder"]
     weight = embedding.weight if d["tied"] else d["weight"]
     lm = IntegerLM(embedding, layers, IntegerDecoder(weight, d["bias"], d["scale"]))

@@ -149,10 +149,10 @@ def test_one_integer_step_equals_the_fake_quantized_step(
     assert (c_code - c_i.long()).abs().max() * 2.0**-k <= 2.0**-12
 
 
-def test_integer_model_matches_the_fake_quantized_model(model: AWDLSTM) -> None:
-    """Over several windows with the state carried (one-step differences can propagate through
-    the recurrence): the last layer's h codes agree to a step or two, nearly all exactly, and
-    the summed NLL to 0.1%."""
+def assert_integer_model_matches(model: AWDLSTM, max_differing: float = 0.05) -> None:
+    """Over four windows with the state carried (one-step differences can propagate through the
+    recurrence): the last layer's h codes agree to a step or two, all but ``max_differing`` of
+    them exactly, and the summed NLL to 0.1%."""
     lm, scales = qexport.convert(model)
     qexport.expand_tables(lm)
     s_h, z_h = scales["layers"][-1]["hidden"]
@@ -168,10 +168,14 @@ def test_integer_model_matches_the_fake_quantized_model(model: AWDLSTM) -> None:
         window_nll, state_i = lm.score(tokens[:-1], tokens[1:], state_i)
         h_code = quantize(out.output, s_h, z_h, -128, 127).long()
         dh = (h_code - h_i.long()).abs()
-        assert dh.max() <= 2 and (dh > 0).float().mean() < 0.05
+        assert dh.max() <= 2 and (dh > 0).float().mean() < max_differing
         nll_f += F.cross_entropy(logits.reshape(-1, V), tokens[1:].reshape(-1), reduction="sum")
         nll_i += float(window_nll)
     assert nll_i == pytest.approx(float(nll_f), rel=1e-3)
+
+
+def test_integer_model_matches_the_fake_quantized_model(model: AWDLSTM) -> None:
+    assert_integer_model_matches(model)
 
 
 def test_zero_state_is_exact(model: AWDLSTM) -> None:
