@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.model.get("compile_cell", False):  # compiled cells: keep inductor's code cache
+        os.environ.setdefault(
+            "TORCHINDUCTOR_CACHE_DIR", str(Path(cfg.paths.cache_dir) / "inductor")
+        )
 
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()

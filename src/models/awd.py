@@ -47,6 +47,7 @@ class AWDLSTMConfig:
     tie_weights: bool = True  # [tied] decoder weight is the embedding matrix
     cell: str = "lstm"  # lstm | mlstm (Krause et al. 2016); see recurrent.LAYERS
     runner: str = "auto"  # auto | cudnn | loop | qat (see recurrent.resolve_runner)
+    compile_cell: bool = False  # torch.compile the per-step cell of the loop runners (GPU speed)
     init_range: float = 0.1  # embedding and decoder weights U(-r, r)
     mlstm: MLSTMOptions = field(default_factory=MLSTMOptions)  # cell options when cell: mlstm
 
@@ -110,6 +111,7 @@ class AWDLSTM(nn.Module):
                 weight_drop_mode=c.weight_drop_mode,
                 recurrent_dropout=c.recurrent_dropout,
                 runner=c.runner,
+                compile_cell=c.compile_cell,
                 cell=c.cell,
                 quant=quant,
                 **self.cell_options(cell_size, output_size),

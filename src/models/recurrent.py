@@ -177,6 +177,24 @@ def resolve_runner(cell: str, runner: str, recurrent_dropout: float, quantized: 
     return "loop"
 
 
+_COMPILED_CELLS: dict[Callable, Callable] = {}
+
+
+def compiled_cell(cell_fn: Callable[..., tuple[Tensor, Tensor]]) -> Callable:
+    """`torch.compile(cell_fn)`, one compiled function per cell per process.
+
+    The loop runners call the cell once per time step; eager, its element-wise gate math is
+    about ten kernel launches per step, which bounds a GPU's speed. Compiled, inductor fuses it
+    into one or two kernels around the recurrent GEMM. Shapes are static (a batch size compiles
+    once: train, eval and test batch sizes each once); inductor caches the generated code on
+    disk (`TORCHINDUCTOR_CACHE_DIR`, set by `src.train` under `paths.cache_dir`), so a second
+    run skips most of the compile. Tests and CPU runs keep the eager cell (the default).
+    """
+    if cell_fn not in _COMPILED_CELLS:
+        _COMPILED_CELLS[cell_fn] = torch.compile(cell_fn, dynamic=False, fullgraph=True)
+    return _COMPILED_CELLS[cell_fn]
+
+
 def build_recurrent_layer(
     input_size: int,
     hidden_size: int,
@@ -187,12 +205,14 @@ def build_recurrent_layer(
     runner: str = "auto",
     cell: str = "lstm",
     quant: object | None = None,
+    compile_cell: bool = False,
     **options: object,
 ) -> nn.Module:
     """One recurrent layer, its recurrent weights wrapped in WeightDrop when weight_drop > 0.
 
     `quant` (a `src.quant.config.QuantConfig` with `enabled: true`) selects the fake-quantized
     layer of the cell; `options` are the cell's own settings, passed to its constructor.
+    `compile_cell` compiles the per-step cell of a float loop runner (:func:`compiled_cell`).
     """
     check_probability(weight_drop, "weight_drop")
     check_weight_drop_mode(weight_drop_mode)
@@ -208,6 +228,15 @@ def build_recurrent_layer(
     if quantized:
         options = {**options, "quant": quant}
     layer = cls(input_size, hidden_size, recurrent_dropout=recurrent_dropout, **options)
+    if compile_cell:
+        if quantized:
+            raise ValueError(
+                "model.compile_cell compiles the float loop cells; the fake-quantized cell "
+                "reads per-call quantizer state that would recompile it every call. Use "
+                "model.compile_cell=false with quant=qat"
+            )
+        if hasattr(layer, "cell_fn"):  # the fused cuDNN / ATen runner has nothing to compile
+            layer.cell_fn = compiled_cell(layer.cell_fn)
     if weight_drop > 0:
         names = list(getattr(cls, "recurrent_weight_names", ("weight_hh_l0",)))
         layer = WeightDrop(layer, names, weight_drop, weight_drop_mode)

@@ -223,3 +223,45 @@ def test_runner_registry() -> None:
         assert type(build(runner="test-halved")) is Variant
     finally:
         RUNNERS.pop(("lstm", "test-halved"), None)
+
+
+@pytest.mark.slow  # compiles two cells with inductor (about 10-20 s each on a cold cache)
+@pytest.mark.parametrize("cell", ["lstm", "mlstm"])
+def test_compiled_cell_matches_the_eager_cell(cell: str) -> None:
+    """`model.compile_cell`: the same outputs and gradients as the eager loop runner (float32
+    kernels may reassociate sums: compared to 1e-5), weight drop and recurrent dropout kept."""
+    options = dict(weight_drop=0.5, weight_drop_mode="elementwise", recurrent_dropout=0.2)
+    torch.manual_seed(0)
+    eager = build_recurrent_layer(I, H, runner="loop", cell=cell, **options)
+    compiled = build_recurrent_layer(I, H, runner="loop", cell=cell, compile_cell=True, **options)
+    compiled.load_state_dict(eager.state_dict())
+    assert compiled.module.cell_fn is not eager.module.cell_fn
+    x = torch.randn(T, B, I)
+    grads = []
+    for layer in (eager, compiled):
+        torch.manual_seed(1)  # same dropout masks
+        y, (h, c) = layer(x)
+        (y.square().sum() + c.sum()).backward()
+        grads.append([p.grad for p in layer.parameters()])
+        layer.zero_grad()
+        if layer is eager:
+            ref = (y.detach(), c.detach())
+    torch.testing.assert_close(y.detach(), ref[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c.detach(), ref[1], rtol=1e-5, atol=1e-5)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_cell_refuses_the_fake_quantized_cell() -> None:
+    from src.quant.config import QuantConfig
+
+    with pytest.raises(ValueError, match="compile_cell=false with quant=qat"):
+        build_recurrent_layer(
+            I,
+            H,
+            weight_drop=0.0,
+            weight_drop_mode="elementwise",
+            recurrent_dropout=0.0,
+            quant=QuantConfig(enabled=True),
+            compile_cell=True,
+        )
