@@ -5,15 +5,35 @@ step of each model variant beside a raw ``torch.nn.LSTM`` stack of the same shap
 (the reference), in the same process, after warm-up. Rounds interleave the variants and the median
 is reported, because shared machines are noisy. Prints a table, then one JSON object of every
 figure as the last line.
+
+Two more measurements (``conf/bench.yaml``):
+
+* ``engine=true`` (default): the int8 integer engine's evaluation (``IntegerLM.score``, converted
+  from a QAT model of the shape after ``engine_train_steps`` training steps) against the float
+  model's evaluation (eval mode, the fused ATen/cuDNN runner, tied decoder and log-softmax as in
+  ``src.eval``), on the CPU, at each of ``engine_batches`` with the hidden state carried.
+* ``cache_bench=true``: the token cache build (``src.data.cache.load_corpus``, the training
+  path) of WikiText-2's train file concatenated ``cache_repeats`` times (48: about 100M tokens,
+  518 MB), written to a temp folder that is deleted afterwards. The build runs in a child process
+  that imports ``src.data.cache`` only, so its peak resident memory (``VmHWM``, the peak since
+  its exec) is the build's alone, not the benchmark's; it is printed beside the authors' loader
+  (salesforce ``data.Corpus``: 262 s and 1.02 GB for that corpus on the project's 2-core
+  machine).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -22,7 +42,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from src.evaluation.scoring import target_log_probs
 from src.models.awd import AWDLSTM, AWDLSTMConfig
+from src.quant import export as qexport
+from src.quant import kernel as int_kernel
 from src.quant.config import QuantConfig
 from src.training.loss import lm_loss
 
@@ -195,6 +218,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         figures[f"{name}/train_ratio"] = round(t.train_tps / ref.train_tps, 3)
         figures[f"{name}/eval_ratio"] = round(t.eval_tps / ref.eval_tps, 3)
     print_table(timed, ref, figures)
+    if cfg.engine:
+        figures.update(engine_bench(cfg, shape))
+    if cfg.cache_bench:
+        figures.update(cache_bench(cfg))
     return figures
 
 
@@ -225,6 +252,258 @@ def print_table(timed: dict[str, Timed], ref: Timed, figures: dict[str, Any]) ->
     Console().print(table)
     for name, why in figures["skipped"].items():
         print(f"skipped {name}: {why}")
+
+
+# ------------------------------------------------------------------------------------------
+# int8 engine vs float model, evaluation on the CPU
+# ------------------------------------------------------------------------------------------
+
+
+def trained_qat_model(shape: dict[str, int], steps: int) -> AWDLSTM:
+    """A QAT AWD-LSTM of ``shape`` after ``steps`` SGD steps (the observers need data to
+    export), in eval mode on the CPU. Its accuracy is irrelevant: speed is data-independent."""
+    cfg = AWDLSTMConfig(
+        vocab_size=shape["vocab"],
+        emb_size=shape["emb"],
+        hidden_size=shape["hidden"],
+        num_layers=shape["layers"],
+    )
+    model = AWDLSTM(cfg, quant=QuantConfig(enabled=True))
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    x, y = random_batch(shape, shape["batch"], torch.device("cpu"))
+    hidden = None
+    for _ in range(max(steps, 1)):
+        model.train()
+        terms = lm_loss(model, x, y, hidden, alpha=2.0, beta=1.0)
+        hidden = [(h.detach(), c.detach()) for h, c in terms.out.hidden]
+        opt.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def engine_steps(
+    shape: dict[str, int], batch: int, bptt: int, float_model: AWDLSTM, int_model: Any
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Scoring one window [bptt, batch] with the state carried, as ``src.eval`` does: the float
+    model (forward, tied decoder, log-softmax of the targets) and ``IntegerLM.score``."""
+    g = torch.Generator().manual_seed(batch)
+    x = torch.randint(shape["vocab"], (bptt, batch), generator=g)
+    y = torch.randint(shape["vocab"], (bptt, batch), generator=g)
+    state: dict[str, Any] = {"float": None, "int8": None}
+
+    @torch.no_grad()
+    def float_eval() -> None:
+        out = float_model(x, state["float"])
+        state["float"] = out.hidden
+        target_log_probs(float_model, out.output, y).sum()
+
+    def int8_eval() -> None:
+        _, state["int8"] = int_model.score(x, y, state["int8"])
+
+    return float_eval, int8_eval
+
+
+def engine_bench(cfg: DictConfig, shape: dict[str, int]) -> dict[str, Any]:
+    """int8 engine vs float model evaluation tokens/s on the CPU at each of ``engine_batches``."""
+    cpu = torch.device("cpu")
+    bptt = int(cfg.engine_bptt or shape["bptt"])
+    batches = [int(b) for b in cfg.engine_batches]
+    float_cfg = AWDLSTMConfig(
+        vocab_size=shape["vocab"],
+        emb_size=shape["emb"],
+        hidden_size=shape["hidden"],
+        num_layers=shape["layers"],
+    )
+    float_model = AWDLSTM(float_cfg).eval()
+    int_model, _ = qexport.convert(trained_qat_model(shape, cfg.engine_train_steps))
+    qexport.expand_tables(int_model)
+    kern = int_kernel.load() if int_kernel.enabled() else None
+    path = "torch" if kern is None else ("c-vnni" if kern.packed else "c")
+    steps = {b: engine_steps(shape, b, bptt, float_model, int_model) for b in batches}
+    samples = {b: {"float": [], "int8": []} for b in batches}
+    for float_eval, int8_eval in steps.values():
+        for _ in range(cfg.warmup):
+            float_eval()
+            int8_eval()
+    for _ in range(cfg.rounds):
+        for b, (float_eval, int8_eval) in steps.items():
+            samples[b]["float"].append(tokens_per_second(float_eval, b * bptt, cfg.steps, cpu))
+            samples[b]["int8"].append(tokens_per_second(int8_eval, b * bptt, cfg.steps, cpu))
+    figures: dict[str, Any] = {"engine/bptt": bptt, "engine/path": path}
+    rows = []
+    for b in batches:
+        f_tps = statistics.median(samples[b]["float"])
+        i_tps = statistics.median(samples[b]["int8"])
+        figures[f"engine/b{b}/float_eval_tokens_per_s"] = round(f_tps, 1)
+        figures[f"engine/b{b}/int8_eval_tokens_per_s"] = round(i_tps, 1)
+        figures[f"engine/b{b}/int8_ratio"] = round(i_tps / f_tps, 3)
+        rows.append((b, f_tps, i_tps))
+    print_engine_table(rows, bptt, path)
+    return figures
+
+
+def print_engine_table(rows: list[tuple[int, float, float]], bptt: int, path: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"evaluation tokens/s on cpu ({torch.get_num_threads()} threads), bptt {bptt}: "
+        f"int8 engine ({path} recurrence) vs float model; target ratio >= 1.5"
+    )
+    for col in ("batch", "float tok/s", "int8 tok/s", "int8 / float"):
+        table.add_column(col, justify="right")
+    for b, f_tps, i_tps in rows:
+        table.add_row(str(b), f"{f_tps:,.0f}", f"{i_tps:,.0f}", f"{i_tps / f_tps:.2f}x")
+    Console().print(table)
+
+
+# ------------------------------------------------------------------------------------------
+# Token cache build of a ~100M-token corpus
+# ------------------------------------------------------------------------------------------
+
+#: The authors' loader (salesforce awd-lstm-lm ``data.Corpus``, one process) on the WikiText-2
+#: train file concatenated 48 times, measured on the project's 2-core machine (issue 7).
+CACHE_REFERENCE = {"seconds": 262.0, "peak_rss_mb": 1020.0, "repeats": 48}
+
+_CACHE_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from src.data.cache import load_corpus
+
+def peak_kb():
+    # VmHWM: this process's peak RSS since its exec (ru_maxrss would also count the pre-exec
+    # copy of the parent, torch and all, that started it)
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+before = peak_kb()
+start = time.perf_counter()
+arrays = load_corpus(Path(sys.argv[1]), "word", Path(sys.argv[2]))
+seconds = time.perf_counter() - start
+tokens = sum(len(arrays.split(s)) for s in ("train", "valid", "test"))
+print(json.dumps({"seconds": seconds, "tokens": tokens, "train_tokens": len(arrays.train),
+                  "vocab": len(arrays.vocab), "rss_before_kb": before, "peak_kb": peak_kb()}))
+"""
+
+
+def find_wikitext2(source: str | None) -> Path:
+    """The WikiText-2 folder: ``cache_source``, else $AWD_DATA_DIR, ./data, ../shared/corpora."""
+    if source:
+        candidates = [Path(source)]
+    else:
+        repo = Path(__file__).resolve().parents[1]
+        roots = [
+            os.environ.get("AWD_DATA_DIR"),
+            "data",
+            repo / "data",
+            repo.parent / "shared/corpora",
+        ]
+        candidates = [Path(r) / "wikitext-2" for r in roots if r]
+    for folder in candidates:
+        if all((folder / f"{s}.txt").is_file() for s in ("train", "valid", "test")):
+            return folder
+    raise FileNotFoundError(
+        "cache_bench needs WikiText-2 ({train,valid,test}.txt); looked in "
+        + ", ".join(str(c) for c in candidates)
+        + " (set cache_source=<folder> or AWD_DATA_DIR)"
+    )
+
+
+def write_repeated_corpus(source: Path, dest: Path, repeats: int) -> int:
+    """``dest/{train,valid,test}.txt``: train = ``repeats`` copies of the source's train file."""
+    dest.mkdir(parents=True)
+    with open(dest / "train.txt", "wb") as out:
+        for _ in range(repeats):
+            with open(source / "train.txt", "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 22)
+    for split in ("valid", "test"):
+        shutil.copyfile(source / f"{split}.txt", dest / f"{split}.txt")
+    return (dest / "train.txt").stat().st_size
+
+
+def run_cache_child(corpus_dir: Path, cache_dir: Path) -> dict[str, Any]:
+    """Build the cache in a child process that imports only ``src.data.cache``; its report
+    holds the seconds, the token counts and its peak RSS (``peak_kb``)."""
+    repo = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CACHE_CHILD, str(corpus_dir), str(cache_dir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+        cwd=repo,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"cache build failed ({proc.returncode}):\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cache_bench(cfg: DictConfig) -> dict[str, Any]:
+    """Time the cache build of WikiText-2 train x ``cache_repeats`` (see the module docstring)."""
+    source = find_wikitext2(cfg.cache_source)
+    repeats = int(cfg.cache_repeats)
+    tmp = Path(tempfile.mkdtemp(prefix="awd-cache-bench-", dir=cfg.cache_tmp_dir))
+    try:
+        corpus_dir = tmp / f"wikitext-2x{repeats}"
+        train_bytes = write_repeated_corpus(source, corpus_dir, repeats)
+        report = run_cache_child(corpus_dir, tmp / "cache")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    seconds = report["seconds"]
+    figures = {
+        "cache/source": str(source),
+        "cache/repeats": repeats,
+        "cache/train_bytes": train_bytes,
+        "cache/tokens": report["tokens"],
+        "cache/train_tokens": report["train_tokens"],
+        "cache/vocab": report["vocab"],
+        "cache/seconds": round(seconds, 2),
+        "cache/tokens_per_s": round(report["tokens"] / seconds, 1),
+        "cache/peak_rss_mb": round(report["peak_kb"] * 1024 / 1e6, 1),
+        "cache/rss_before_build_mb": round(report["rss_before_kb"] * 1024 / 1e6, 1),
+        "cache/reference_seconds": CACHE_REFERENCE["seconds"],
+        "cache/reference_peak_rss_mb": CACHE_REFERENCE["peak_rss_mb"],
+    }
+    if repeats == CACHE_REFERENCE["repeats"]:  # the reference was measured at 48 copies
+        figures["cache/speedup_vs_reference"] = round(CACHE_REFERENCE["seconds"] / seconds, 2)
+    print_cache_table(figures)
+    return figures
+
+
+def print_cache_table(f: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"token cache build: wikitext-2 train x {f['cache/repeats']} "
+        f"({f['cache/train_bytes'] / 1e6:,.0f} MB, {f['cache/tokens']:,} tokens); "
+        "target: peak RSS < 400 MB, >= 3x the reference"
+    )
+    for col in ("loader", "seconds", "tokens/s", "peak RSS (MB)", "speed-up"):
+        table.add_column(col, justify="right" if col != "loader" else "left")
+    table.add_row(
+        "src.data.cache (child process)",
+        f"{f['cache/seconds']:.1f}",
+        f"{f['cache/tokens_per_s']:,.0f}",
+        f"{f['cache/peak_rss_mb']:,.0f} ({f['cache/rss_before_build_mb']:,.0f} before the build)",
+        f"{f['cache/speedup_vs_reference']:.2f}x" if "cache/speedup_vs_reference" in f else "n/a",
+    )
+    reference = "cache/speedup_vs_reference" in f
+    table.add_row(
+        "salesforce data.Corpus (reference, x48)",
+        f"{CACHE_REFERENCE['seconds']:.0f}",
+        f"{f['cache/tokens'] / CACHE_REFERENCE['seconds']:,.0f}" if reference else "n/a",
+        f"{CACHE_REFERENCE['peak_rss_mb']:,.0f}",
+        "1.00x",
+    )
+    Console().print(table)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import kernel
 from .fixed_point import INT32_MAX, INT32_MIN, clamp_to_int16, int_matmul, saturate
 from .lut import GATE_EXPONENT, OUTPUT_EXPONENT, Int16LUT
 
@@ -262,8 +263,20 @@ class IntegerLSTMLayer(nn.Module):
         return h, c
 
     def forward(self, x: Tensor, state: IntState | None = None) -> tuple[Tensor, IntState]:
-        """x int8 [T, B, I] -> (h int8 [T, B, H], (h_T, c_T))."""
+        """x int8 [T, B, I] -> (h int8 [T, B, H], (h_T, c_T)).
+
+        On CPU the window runs in the fused C kernel (:mod:`src.quant.kernel`, bit-identical)
+        when it is available; otherwise, and under a ``TorchDispatchMode``, the torch loop of
+        :meth:`step` (:meth:`forward_steps`).
+        """
         h, c = state if state is not None else self.init_state(x.size(1))
+        if kernel.usable(self, x, h, c):
+            return kernel.layer_forward(self, x, h, c)
+        return self.forward_steps(x, (h, c))
+
+    def forward_steps(self, x: Tensor, state: IntState) -> tuple[Tensor, IntState]:
+        """The reference path: :meth:`project_inputs`, then :meth:`step` per time step."""
+        h, c = state
         outputs = []
         for a_x in self.project_inputs(x).unbind(0):
             h, c = self.step(a_x, h, c)
@@ -290,11 +303,11 @@ class IntegerDecoder(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         """int8 [N, E] -> int32 logits [N, V]."""
-        return int_matmul(h, self.weight.t()) + self.bias
+        return int_matmul(h, self.weight.t()).add_(self.bias)  # in place: one [N, V] buffer
 
     def dequantize(self, acc: Tensor) -> Tensor:
         """int32 logits -> float32 logits (after the network; feeds the log-softmax)."""
-        return acc.to(torch.float32) * self.scale
+        return acc.to(torch.float32).mul_(self.scale)
 
 
 class IntegerLM(nn.Module):
@@ -350,6 +363,7 @@ class IntegerLM(nn.Module):
         """
         acc, state = self.logits_int32(tokens, state)
         logits = self.decoder.dequantize(acc.view(-1, acc.size(-1)))
+        del acc  # frees the int32 logits before the log-softmax allocates its [N, V] buffer
         nll = F.cross_entropy(logits, targets.reshape(-1), reduction="sum")
         return nll.to(torch.float64), state
 

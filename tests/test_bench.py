@@ -1,0 +1,87 @@
+"""``python -m src.bench``: a smoke run at tiny shapes (training-step table, int8 engine vs float
+evaluation, token-cache build of a repeated tiny corpus) and the cache-bench helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src import bench
+from src.data import corpus
+from tests.conftest import REPO, write_tiny_corpus
+
+
+def test_bench_cli_smoke(tmp_path: Path) -> None:
+    source = write_tiny_corpus(tmp_path / "corpora", name="wikitext-2")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    cmd = [
+        sys.executable,
+        "-m",
+        "src.bench",
+        "++shape_overrides={vocab:40,emb:8,hidden:12,batch:3,bptt:5}",
+        "variants=[awd_lstm]",
+        "warmup=1",
+        "steps=1",
+        "rounds=1",
+        "engine_batches=[1,2]",
+        "cache_bench=true",
+        "cache_repeats=3",
+        f"cache_source={source}",
+        f"cache_tmp_dir={scratch}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])  # one JSON object, last line
+    assert figures["shape_vocab"] == 40 and figures["threads"] == 1
+    for name in ("raw_lstm", "awd_lstm"):
+        assert figures[f"{name}/train_tokens_per_s"] > 0 and f"{name}/eval_ratio" in figures
+    assert figures["engine/bptt"] == 5 and figures["engine/path"] in ("torch", "c", "c-vnni")
+    for b in (1, 2):
+        f, i = (
+            figures[f"engine/b{b}/float_eval_tokens_per_s"],
+            figures[f"engine/b{b}/int8_eval_tokens_per_s"],
+        )
+        assert (
+            f > 0 and i > 0 and figures[f"engine/b{b}/int8_ratio"] == pytest.approx(i / f, rel=0.01)
+        )
+    train = sum(len(line.tokens) for line in corpus.tokenize(source / "train.txt", "word"))
+    other = sum(
+        len(line.tokens)
+        for s in ("valid", "test")
+        for line in corpus.tokenize(source / f"{s}.txt", "word")
+    )
+    assert figures["cache/train_tokens"] == 3 * train
+    assert figures["cache/tokens"] == 3 * train + other
+    assert figures["cache/train_bytes"] == 3 * (source / "train.txt").stat().st_size
+    assert 0 < figures["cache/rss_before_build_mb"] <= figures["cache/peak_rss_mb"] < 400
+    assert "cache/speedup_vs_reference" not in figures  # the reference is for 48 copies
+    assert not list(scratch.iterdir())  # the temp corpus and its cache are gone
+    assert "int8 engine" in proc.stdout and "salesforce" in proc.stdout  # the tables
+
+
+def test_find_wikitext2_names_where_it_looked(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="cache_source"):
+        bench.find_wikitext2(str(tmp_path / "nowhere"))
+    folder = write_tiny_corpus(tmp_path, name="wikitext-2")
+    assert bench.find_wikitext2(str(folder)) == folder
+
+
+def test_repeated_corpus(tmp_path: Path) -> None:
+    source = write_tiny_corpus(tmp_path / "src", name="wikitext-2")
+    size = bench.write_repeated_corpus(source, tmp_path / "x4", 4)
+    text = (source / "train.txt").read_bytes()
+    assert (tmp_path / "x4" / "train.txt").read_bytes() == text * 4 and size == 4 * len(text)
+    for split in ("valid", "test"):
+        assert (tmp_path / "x4" / f"{split}.txt").read_bytes() == (
+            source / f"{split}.txt"
+        ).read_bytes()
