@@ -23,6 +23,7 @@ Two more measurements (``conf/bench.yaml``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -62,6 +63,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "awd_lstm_qat": {"model": {}, "quant": {"enabled": True}},
     "mlstm": {"model": {"cell": "mlstm"}, "quant": {}},
     "mlstm_qat": {"model": {"cell": "mlstm"}, "quant": {"enabled": True}},
+}
+
+
+#: ``amp`` option -> autocast dtype (variants and a second raw row run in it; the reference
+#: raw row stays in ``dtype``).
+AMP_DTYPES: dict[str | None, torch.dtype | None] = {
+    None: None,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
 }
 
 
@@ -107,7 +117,19 @@ def tokens_per_second(
     return tokens * steps / (time.perf_counter() - start)
 
 
-def raw_steps(shape: dict[str, int], device: torch.device, dtype: torch.dtype):
+def autocast(device: torch.device, amp: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision for a step (``amp`` = bfloat16 / float16), or nothing."""
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp)
+
+
+def raw_steps(
+    shape: dict[str, int],
+    device: torch.device,
+    dtype: torch.dtype,
+    amp: torch.dtype | None = None,
+):
     model = RawLSTMStack(shape["vocab"], shape["emb"], shape["hidden"], shape["layers"])
     model = model.to(device=device, dtype=dtype)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -116,8 +138,9 @@ def raw_steps(shape: dict[str, int], device: torch.device, dtype: torch.dtype):
 
     def train() -> None:
         model.train()
-        logits = model(x)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+        with autocast(device, amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.view(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
@@ -126,19 +149,27 @@ def raw_steps(shape: dict[str, int], device: torch.device, dtype: torch.dtype):
     @torch.no_grad()
     def evaluate() -> None:
         model.eval()
-        model(xe)
+        with autocast(device, amp):
+            model(xe)
 
     return train, evaluate
 
 
 def model_steps(
-    shape: dict[str, int], variant: dict[str, Any], device: torch.device, dtype: torch.dtype
+    shape: dict[str, int],
+    variant: dict[str, Any],
+    device: torch.device,
+    dtype: torch.dtype,
+    amp: torch.dtype | None = None,
+    compile_cell: bool = False,
 ):
+    quantized = bool(variant["quant"].get("enabled"))
     cfg = AWDLSTMConfig(
         vocab_size=shape["vocab"],
         emb_size=shape["emb"],
         hidden_size=shape["hidden"],
         num_layers=shape["layers"],
+        compile_cell=compile_cell and not quantized,
         **variant["model"],
     )
     model = AWDLSTM(cfg, quant=QuantConfig(**variant["quant"])).to(device=device, dtype=dtype)
@@ -149,7 +180,8 @@ def model_steps(
 
     def train() -> None:
         model.train()
-        terms = lm_loss(model, x, y, hidden[0], alpha=2.0, beta=1.0)
+        with autocast(device, amp):
+            terms = lm_loss(model, x, y, hidden[0], alpha=2.0, beta=1.0)
         hidden[0] = [(h.detach(), c.detach()) for h, c in terms.out.hidden]
         opt.zero_grad(set_to_none=True)
         terms.loss.backward()
@@ -159,8 +191,9 @@ def model_steps(
     @torch.no_grad()
     def evaluate() -> None:
         model.eval()
-        out = model(xe)
-        model.decoder(out.output)
+        with autocast(device, amp):
+            out = model(xe)
+            model.decoder(out.output)
 
     return train, evaluate
 
@@ -176,14 +209,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
+    amp = AMP_DTYPES[cfg.amp]
+    if device.type == "cuda":  # TF32 tensor cores for fp32 matmuls (the reference's too)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)
     shape = {**SHAPES[cfg.shape], **OmegaConf.to_container(cfg.shape_overrides)}
     builders: dict[str, Any] = {"raw_lstm": raw_steps(shape, device, dtype)}
+    if amp is not None:  # the raw stack in the same mixed precision, for comparison
+        builders[f"raw_lstm_{cfg.amp}"] = raw_steps(shape, device, dtype, amp)
     skipped: dict[str, str] = {}
     for name in cfg.variants:
         if name not in VARIANTS:
             raise ValueError(f"unknown variant {name!r}; choose from {sorted(VARIANTS)}")
         try:
-            builders[name] = model_steps(shape, VARIANTS[name], device, dtype)
+            builders[name] = model_steps(
+                shape, VARIANTS[name], device, dtype, amp, bool(cfg.compile_cell)
+            )
         except (ValueError, NotImplementedError) as exc:  # a variant not available in this build
             skipped[name] = str(exc)
     train_tokens = shape["batch"] * shape["bptt"]
@@ -209,6 +249,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "shape": cfg.shape,
         **{"shape_" + k: v for k, v in shape.items()},
         "dtype": cfg.dtype,
+        "amp": cfg.amp,
+        "tf32": bool(cfg.tf32),
+        "compile_cell": bool(cfg.compile_cell),
         "threads": torch.get_num_threads(),
         "skipped": skipped,
     }
@@ -237,7 +280,8 @@ def print_table(timed: dict[str, Timed], ref: Timed, figures: dict[str, Any]) ->
 
     table = Table(
         title=f"tokens/s on {figures['device']}, shape {figures['shape']} "
-        f"({figures['dtype']}); ratio = variant / raw nn.LSTM stack"
+        f"({figures['dtype']}, amp {figures['amp']}); ratio = variant / raw nn.LSTM stack "
+        f"({figures['dtype']})"
     )
     for col in ("variant", "train tok/s", "train ratio", "eval tok/s", "eval ratio"):
         table.add_column(col, justify="right" if col != "variant" else "left")

@@ -85,3 +85,30 @@ def test_repeated_corpus(tmp_path: Path) -> None:
         assert (tmp_path / "x4" / f"{split}.txt").read_bytes() == (
             source / f"{split}.txt"
         ).read_bytes()
+
+
+def test_bench_mixed_precision_rows(tmp_path: Path) -> None:
+    """``amp=bfloat16``: the variants run under autocast beside a raw row in the same precision;
+    ratios stay relative to the fp32 raw stack."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "src.bench",
+        "++shape_overrides={vocab:40,emb:8,hidden:12,batch:3,bptt:5}",
+        "variants=[mlstm]",
+        "amp=bfloat16",
+        "engine=false",
+        "warmup=1",
+        "steps=1",
+        "rounds=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert figures["amp"] == "bfloat16" and figures["raw_lstm/train_ratio"] == 1.0
+    for name in ("raw_lstm_bfloat16", "mlstm"):
+        assert figures[f"{name}/train_tokens_per_s"] > 0

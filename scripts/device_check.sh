@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU half of the speed issue, as one short run on a lent device machine (see the library's
+# device README). It reads its inputs from .device/ (ignored by git, sent with `carry`):
+#
+#   here, once:  echo /.device/ >> .git/info/exclude
+#                mkdir -p .device && cp ../shared/device-wheels/*.whl .device/
+#                cp -r ../shared/corpora/ptb .device/
+#   then:        run(command="bash scripts/device_check.sh", carry=[".device"], timeout_s=540)
+#
+# It prints (and writes under $OUT) the bench at the PTB shape in fp32/TF32, then with bf16
+# autocast and compiled loop cells, and one PTB epoch in fp32 and in bf16-mixed precision with
+# the validation perplexity of each (the bf16 target: within 2% of fp32).
+set -uo pipefail
+OUT=${OUT:-/tmp/device-out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .device/*.whl || exit 1
+export PYTHONPATH=.:/tmp/site PYTHONUNBUFFERED=1 AWD_DATA_DIR=.device AWD_CACHE_DIR=/tmp/awd-cache
+nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
+
+bench() { python3 -m src.bench shape=ptb device=cuda engine=false warmup=5 steps=20 rounds=3 "$@"; }
+bench 2>&1 | tee "$OUT/bench_fp32.log"
+bench amp=bfloat16 compile_cell=true variants=[awd_lstm,mlstm] 2>&1 | tee "$OUT/bench_bf16.log"
+
+epoch() {  # one PTB epoch with the paper's model, validation at its end
+  python3 -m src.train experiment=ptb_awd trainer=gpu trainer.max_epochs=1 logger=csv \
+    trainer.enable_progress_bar=false hydra.run.dir="/tmp/run-$1" "${@:2}" 2>&1 | tail -3
+  cp "/tmp/run-$1/results.json" "$OUT/epoch_$1.json"
+}
+epoch fp32 | tee "$OUT/epoch_fp32.log"
+epoch bf16 trainer.precision=bf16-mixed | tee "$OUT/epoch_bf16.log"
+python3 - <<'PY'
+import json, os
+out = os.environ.get("OUT", "/tmp/device-out")
+a, b = (json.load(open(f"{out}/epoch_{k}.json")) for k in ("fp32", "bf16"))
+print(f"one PTB epoch: val ppl fp32 {a['val/ppl']:.2f}, bf16-mixed {b['val/ppl']:.2f} "
+      f"({100 * (b['val/ppl'] / a['val/ppl'] - 1):+.2f}%)")
+PY
