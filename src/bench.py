@@ -303,14 +303,16 @@ def print_table(timed: dict[str, Timed], ref: Timed, figures: dict[str, Any]) ->
 # ------------------------------------------------------------------------------------------
 
 
-def trained_qat_model(shape: dict[str, int], steps: int) -> AWDLSTM:
-    """A QAT AWD-LSTM of ``shape`` after ``steps`` SGD steps (the observers need data to
-    export), in eval mode on the CPU. Its accuracy is irrelevant: speed is data-independent."""
+def trained_qat_model(shape: dict[str, int], steps: int, cell: str = "lstm") -> AWDLSTM:
+    """A QAT AWD-LSTM (or mLSTM) of ``shape`` after ``steps`` SGD steps (the observers need
+    data to export), in eval mode on the CPU. Its accuracy is irrelevant: speed is
+    data-independent."""
     cfg = AWDLSTMConfig(
         vocab_size=shape["vocab"],
         emb_size=shape["emb"],
         hidden_size=shape["hidden"],
         num_layers=shape["layers"],
+        cell=cell,
     )
     model = AWDLSTM(cfg, quant=QuantConfig(enabled=True))
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -349,6 +351,15 @@ def engine_steps(
 
 
 def engine_bench(cfg: DictConfig, shape: dict[str, int]) -> dict[str, Any]:
+    """int8 engine vs float model evaluation tokens/s on the CPU, for each of ``engine_cells``
+    (figures ``engine/...`` for the LSTM, ``engine/mlstm/...`` for the mLSTM)."""
+    figures: dict[str, Any] = {}
+    for cell in cfg.get("engine_cells", ["lstm"]):
+        figures.update(engine_bench_cell(cfg, shape, str(cell)))
+    return figures
+
+
+def engine_bench_cell(cfg: DictConfig, shape: dict[str, int], cell: str) -> dict[str, Any]:
     """int8 engine vs float model evaluation tokens/s on the CPU at each of ``engine_batches``."""
     cpu = torch.device("cpu")
     bptt = int(cfg.engine_bptt or shape["bptt"])
@@ -358,12 +369,15 @@ def engine_bench(cfg: DictConfig, shape: dict[str, int]) -> dict[str, Any]:
         emb_size=shape["emb"],
         hidden_size=shape["hidden"],
         num_layers=shape["layers"],
+        cell=cell,
     )
     float_model = AWDLSTM(float_cfg).eval()
-    int_model, _ = qexport.convert(trained_qat_model(shape, cfg.engine_train_steps))
+    int_model, _ = qexport.convert(trained_qat_model(shape, cfg.engine_train_steps, cell))
     qexport.expand_tables(int_model)
     kern = int_kernel.load() if int_kernel.enabled() else None
     path = "torch" if kern is None else ("c-vnni" if kern.packed else "c")
+    if cell != "lstm":
+        path = "torch"  # the fused C recurrence is the LSTM's; the mLSTM runs the torch loop
     steps = {b: engine_steps(shape, b, bptt, float_model, int_model) for b in batches}
     samples = {b: {"float": [], "int8": []} for b in batches}
     for float_eval, int8_eval in steps.values():
@@ -374,26 +388,29 @@ def engine_bench(cfg: DictConfig, shape: dict[str, int]) -> dict[str, Any]:
         for b, (float_eval, int8_eval) in steps.items():
             samples[b]["float"].append(tokens_per_second(float_eval, b * bptt, cfg.steps, cpu))
             samples[b]["int8"].append(tokens_per_second(int8_eval, b * bptt, cfg.steps, cpu))
-    figures: dict[str, Any] = {"engine/bptt": bptt, "engine/path": path}
+    prefix = "engine" if cell == "lstm" else f"engine/{cell}"
+    figures: dict[str, Any] = {f"{prefix}/bptt": bptt, f"{prefix}/path": path}
     rows = []
     for b in batches:
         f_tps = statistics.median(samples[b]["float"])
         i_tps = statistics.median(samples[b]["int8"])
-        figures[f"engine/b{b}/float_eval_tokens_per_s"] = round(f_tps, 1)
-        figures[f"engine/b{b}/int8_eval_tokens_per_s"] = round(i_tps, 1)
-        figures[f"engine/b{b}/int8_ratio"] = round(i_tps / f_tps, 3)
+        figures[f"{prefix}/b{b}/float_eval_tokens_per_s"] = round(f_tps, 1)
+        figures[f"{prefix}/b{b}/int8_eval_tokens_per_s"] = round(i_tps, 1)
+        figures[f"{prefix}/b{b}/int8_ratio"] = round(i_tps / f_tps, 3)
         rows.append((b, f_tps, i_tps))
-    print_engine_table(rows, bptt, path)
+    print_engine_table(rows, bptt, path, cell)
     return figures
 
 
-def print_engine_table(rows: list[tuple[int, float, float]], bptt: int, path: str) -> None:
+def print_engine_table(
+    rows: list[tuple[int, float, float]], bptt: int, path: str, cell: str = "lstm"
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(
-        title=f"evaluation tokens/s on cpu ({torch.get_num_threads()} threads), bptt {bptt}: "
-        f"int8 engine ({path} recurrence) vs float model; target ratio >= 1.5"
+        title=f"{cell}: evaluation tokens/s on cpu ({torch.get_num_threads()} threads), bptt "
+        f"{bptt}: int8 engine ({path} recurrence) vs float model; target ratio >= 1.5"
     )
     for col in ("batch", "float tok/s", "int8 tok/s", "int8 / float"):
         table.add_column(col, justify="right")

@@ -30,6 +30,7 @@ def test_bench_cli_smoke(tmp_path: Path) -> None:
         "steps=1",
         "rounds=1",
         "engine_batches=[1,2]",
+        "engine_cells=[lstm,mlstm]",
         "cache_bench=true",
         "cache_repeats=3",
         f"cache_source={source}",
@@ -54,6 +55,8 @@ def test_bench_cli_smoke(tmp_path: Path) -> None:
         assert (
             f > 0 and i > 0 and figures[f"engine/b{b}/int8_ratio"] == pytest.approx(i / f, rel=0.01)
         )
+    assert figures["engine/mlstm/b2/int8_eval_tokens_per_s"] > 0
+    assert figures["engine/mlstm/path"] == "torch"
     train = sum(len(line.tokens) for line in corpus.tokenize(source / "train.txt", "word"))
     other = sum(
         len(line.tokens)
