@@ -4,7 +4,7 @@ from src.models.awd import AWDLSTM, AWDLSTMConfig, LMOutput
 from src.models.cells import lstm_step
 from src.models.dropout import EmbeddingDropout, LockedDropout, WeightDrop, embedding_dropout
 from src.models.recurrent import (
-    RUNNERS,
+    LAYERS,
     CuDNNLSTMLayer,
     LoopLSTMLayer,
     build_recurrent_layer,
@@ -17,7 +17,7 @@ from src.models.regularizers import (
 
 __all__ = [
     "AWDLSTM",
-    "RUNNERS",
+    "LAYERS",
     "AWDLSTMConfig",
     "CuDNNLSTMLayer",
     "EmbeddingDropout",

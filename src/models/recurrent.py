@@ -27,7 +27,6 @@ from src.models.dropout import WeightDrop, bernoulli_mask, check_probability, ch
 State = tuple[Tensor, Tensor]  # (h, c), each [1, B, H]
 
 LAYERS: dict[tuple[str, str], type[nn.Module]] = {}
-RUNNERS = LAYERS  # backwards-compatible name
 
 # Modules that register further cells/runners on import (kept out of this file's imports so
 # recurrent.py does not depend on them).

@@ -15,7 +15,7 @@ from torch import nn
 from src.models.cells import lstm_step
 from src.models.dropout import WeightDrop
 from src.models.recurrent import (
-    RUNNERS,
+    LAYERS,
     CuDNNLSTMLayer,
     LoopLSTMLayer,
     build_recurrent_layer,
@@ -210,8 +210,8 @@ def test_build_rejects_bad_arguments() -> None:
 
 
 def test_runner_registry() -> None:
-    assert RUNNERS[("lstm", "cudnn")] is CuDNNLSTMLayer
-    assert RUNNERS[("lstm", "loop")] is LoopLSTMLayer
+    assert LAYERS[("lstm", "cudnn")] is CuDNNLSTMLayer
+    assert LAYERS[("lstm", "loop")] is LoopLSTMLayer
     with pytest.raises(ValueError, match="already registered"):
         register_runner("loop")(LoopLSTMLayer)
     try:
@@ -222,7 +222,7 @@ def test_runner_registry() -> None:
 
         assert type(build(runner="test-halved")) is Variant
     finally:
-        RUNNERS.pop(("lstm", "test-halved"), None)
+        LAYERS.pop(("lstm", "test-halved"), None)
 
 
 @pytest.mark.slow  # compiles two cells with inductor (about 10-20 s each on a cold cache)
