@@ -173,3 +173,11 @@ def test_mlstm_qat_exports_and_the_int8_engine_agrees(
     integer = evaluate_in_process(tmp_path / "m.pt", tiny_data_dir, tmp_path, "engine=int8")
     assert integer["engine"] == "int8"
     assert integer["ppl"] == pytest.approx(fake_quant["ppl"], rel=0.01)
+
+
+def test_ptb_mlstm_experiment_composes(tmp_path: Path) -> None:
+    """Word-level mLSTM: ptb_awd's settings with the mLSTM and SGD at lr 10."""
+    cfg = compose_train(["experiment=ptb_mlstm"], tmp_path, tmp_path, tmp_path)
+    assert cfg.task_name == "ptb_mlstm" and cfg.model.cell == "mlstm"
+    assert cfg.model.hidden_size == 1012 and cfg.data.bptt == 70 and cfg.seed == 141
+    assert cfg.optim.nt_asgd and cfg.optim.lr == 10.0

@@ -193,7 +193,8 @@ class LMModule(L.LightningModule):
         if policy == "ignore" or bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
             return False
         where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
-        what = f"loss {loss.item()}, gradient norm {grad_norm.item()}"
+        bad = "loss" if not bool(torch.isfinite(loss.detach())) else "gradient norm"
+        what = f"{bad} (loss {loss.item()}, gradient norm {grad_norm.item()})"
         if policy == "skip":
             self.skipped_batches += 1
             log.warning("non-finite %s at %s: batch skipped", what, where)

@@ -38,7 +38,7 @@ def test_nan_loss_stops_naming_step_and_checkpoint(run_tiny, monkeypatch, tmp_pa
             out="first",
         )
     message = str(info.value)
-    assert "non-finite loss nan" in message and "step " in message
+    assert "non-finite loss (loss nan" in message and "step " in message
     assert "best.ckpt" in message and "optim.nonfinite=skip" in message
     assert best.read_bytes() == before, "the best checkpoint was overwritten"
 
