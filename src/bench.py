@@ -375,9 +375,11 @@ def engine_bench_cell(cfg: DictConfig, shape: dict[str, int], cell: str) -> dict
     int_model, _ = qexport.convert(trained_qat_model(shape, cfg.engine_train_steps, cell))
     qexport.expand_tables(int_model)
     kern = int_kernel.load() if int_kernel.enabled() else None
-    path = "torch" if kern is None else ("c-vnni" if kern.packed else "c")
-    if cell != "lstm":
-        path = "torch"  # the fused C recurrence is the LSTM's; the mLSTM runs the torch loop
+    probe = [(torch.zeros(1, 1, lay.input_size, dtype=torch.int8), lay) for lay in int_model.layers]
+    if kern is not None and all(int_kernel.usable(lay, x, *lay.init_state(1)) for x, lay in probe):
+        path = "c-vnni" if kern.packed else "c"  # every layer runs its window in the C kernel
+    else:
+        path = "torch"
     steps = {b: engine_steps(shape, b, bptt, float_model, int_model) for b in batches}
     samples = {b: {"float": [], "int8": []} for b in batches}
     for float_eval, int8_eval in steps.values():

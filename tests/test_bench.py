@@ -56,7 +56,7 @@ def test_bench_cli_smoke(tmp_path: Path) -> None:
             f > 0 and i > 0 and figures[f"engine/b{b}/int8_ratio"] == pytest.approx(i / f, rel=0.01)
         )
     assert figures["engine/mlstm/b2/int8_eval_tokens_per_s"] > 0
-    assert figures["engine/mlstm/path"] == "torch"
+    assert figures["engine/mlstm/path"] == figures["engine/path"]  # both cells have a C kernel
     train = sum(len(line.tokens) for line in corpus.tokenize(source / "train.txt", "word"))
     other = sum(
         len(line.tokens)

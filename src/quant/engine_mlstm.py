@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import kernel
 from .engine import IntState, Requantizer, cell_update
 from .fixed_point import clamp_to_int16, int_matmul, saturate
 from .lut import GATE_EXPONENT, Int16LUT
@@ -187,8 +188,20 @@ class IntegerMLSTMLayer(nn.Module):
         return h, c
 
     def forward(self, x: Tensor, state: IntState | None = None) -> tuple[Tensor, IntState]:
-        """x int8 [T, B, I] -> (h int8 [T, B, P], (h_T, c_T))."""
+        """x int8 [T, B, I] -> (h int8 [T, B, P], (h_T, c_T)).
+
+        On CPU the window runs in the fused C kernel (:mod:`src.quant.kernel`,
+        ``awd_int_mlstm_layer``, bit-identical) when it is available; otherwise, and under a
+        ``TorchDispatchMode``, the torch loop of :meth:`step` (:meth:`forward_steps`).
+        """
         h, c = state if state is not None else self.init_state(x.size(1))
+        if kernel.usable(self, x, h, c):
+            return kernel.layer_forward(self, x, h, c)
+        return self.forward_steps(x, (h, c))
+
+    def forward_steps(self, x: Tensor, state: IntState) -> tuple[Tensor, IntState]:
+        """The reference path: :meth:`project_inputs`, then :meth:`step` per time step."""
+        h, c = state
         a_x, u = self.project_inputs(x)
         outputs = []
         for a_x_t, u_t in zip(a_x.unbind(0), u.unbind(0), strict=True):

@@ -1,10 +1,13 @@
-/* Fused integer LSTM layer over one window: the loop of IntegerLSTMLayer.step in C.
+/* Fused integer LSTM and mLSTM layers over one window: the loops of IntegerLSTMLayer.step
+ * (awd_int_lstm_layer) and IntegerMLSTMLayer.step (awd_int_mlstm_layer, further below) in C.
  *
- * Bit-identical to src/quant/engine.py (IntegerLSTMLayer.project_inputs + step, T times); every
+ * Bit-identical to src/quant/engine.py (IntegerLSTMLayer.project_inputs + step, T times) and
+ * src/quant/engine_mlstm.py (IntegerMLSTMLayer.project_inputs + step, T times); every
  * operation below is the integer operation the torch reference performs, in the same order, on
  * the same types (int32 adds wrap as torch's int32 adds do; requantization is in int64). No
  * floating point anywhere. Built and loaded by src/quant/kernel.py (ctypes);
- * tests/quant/test_kernel.py checks it against the torch path, bit for bit.
+ * tests/quant/test_kernel.py and test_kernel_mlstm.py check them against the torch paths, bit
+ * for bit.
  *
  * Per step t, batch row b, gate channel j (G = 4H, gate order i, f, g, o):
  *   acc_h = sum_k W_hh[j,k] h[b,k] + bias_h[j]                    int32
@@ -32,7 +35,7 @@
 #define AWD_VNNI 0
 #endif
 
-#define AWD_ABI 2
+#define AWD_ABI 3
 #define TILE_CHANNELS 64 /* 4 zmm of 16 int32 */
 #define TILE_ROWS 4
 
@@ -265,5 +268,234 @@ done:
     free(hu);
     free(rqx.m0);
     free(rqh.m0);
+    return status;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The integer mLSTM (src/quant/engine_mlstm.py, whose docstring gives the equations).
+ *
+ * Per step t and batch row b, in the order of IntegerMLSTMLayer.step:
+ *   v   = sat16(MBQM(W_mh h_{t-1} + bias_v, M_v))                 W_mh [H][P], GEMM 1
+ *   u   = sat16(MBQM(acc_in[t,b,4H:] + bias_u, M_u))               acc_in: the window's GEMM
+ *   m   = sat_bits(MBQM(u v, M_p) + z_m)                           u v in int64 (exact)
+ *   a_m = sat16(MBQM(W_hm m + bias_m, M_m))                        W_hm [4H][H], GEMM 2
+ *   a_x = sat16(MBQM(acc_in[t,b,:4H] + bias_x, M_x))
+ *   z   = sat16(a_m + a_x);  z_i,f += sat16(MBQM(w_ic,fc c_{t-1}, M_pc)) (sat16; peepholes)
+ *   c   = clamp(cell_update(SIGMOID[z_f], c, SIGMOID[z_i], TANH[z_g]), c_lo, c_hi)  (cell clip)
+ *   z_o = sat16(z_o + sat16(MBQM(w_oc c_t, M_pc)))                  (peepholes)
+ *   r   = sat_bits(MBQM(SIGMOID[z_o] TANH_CELL[c], M_o) + z_o')
+ *   h   = r, or clamp(sat_bits(MBQM(W_hr r + bias_r, M_r) + z_h), h_lo, h_hi)  W_hr [P][H], GEMM 3
+ *
+ * The three recurrent GEMMs use the LSTM's VNNI GEMM on weights packed like W_hh (the operand
+ * rows staged as u8 x + 128, corr = 128 sum_k W subtracted), or the plain C loop.
+ * ------------------------------------------------------------------------------------------ */
+
+/* Every field is 8 bytes (no padding); kernel.py mirrors it as a ctypes.Structure and checks
+ * awd_mlstm_args_size(). int64 [3][G] requantizer arrays hold the rows m0, left, right. */
+typedef struct {
+    int64_t hidden, proj;                /* H, P (P = H without a projection) */
+    int64_t gp_v, gp_m, gp_r;            /* accumulator strides: Gp of the packed W_mh, W_hm,
+                                            W_hr (their row counts in the plain layout) */
+    int64_t cell_exponent, bits;
+    int64_t product_zero_point, output_zero_point, hidden_zero_point;
+    int64_t peephole;                    /* 0 / 1 */
+    int64_t cell_clip, cell_lo, cell_hi; /* 0 / 1, bounds as int16 codes */
+    int64_t projection;                  /* 0 / 1 */
+    int64_t proj_clip, proj_lo, proj_hi; /* 0 / 1, bounds as codes */
+    const int32_t *acc_in;               /* int32 [T][B][5H]: W_x x (4H) then W_mx x (H), no bias */
+    const int8_t *h0;                    /* int8  [B][P] */
+    int16_t *c;                          /* int16 [B][H], updated in place */
+    int8_t *h_out;                       /* int8  [T][B][P] */
+    const int8_t *w_mh, *w_hm, *w_hr;    /* packed [Kq][Gp][4] when awd_packed(), else [G][K] */
+    const int32_t *corr_mh, *corr_hm, *corr_hr; /* 128 sum_k W (packed only) */
+    const int32_t *bias_x, *bias_u, *bias_v, *bias_m, *bias_r;
+    const int64_t *rq_x, *rq_u, *rq_v, *rq_m, *rq_r; /* [3][4H], [3][H], [3][H], [3][4H], [3][P] */
+    const int64_t *rq_product, *rq_output;           /* [3] (per tensor) */
+    const int16_t *peephole_w;                       /* int16 [3][H]: w_ic, w_fc, w_oc */
+    const int64_t *rq_peephole;                      /* [3][3]: one requantizer per vector */
+    const int16_t *sigmoid, *tanh_table, *tanh_cell; /* direct tables [65536] */
+} awd_mlstm_args;
+
+int awd_mlstm_args_size(void) { return (int)sizeof(awd_mlstm_args); }
+
+static inline int32_t sat16_32(int64_t v) { return (int32_t)clamp64(v, -32768, 32767); }
+
+/* Stage an int8 row of K values as a GEMM operand row of kstride bytes: u8 x + 128 padded with
+ * 128 (VNNI; the padded weight columns are zero), else the int8 values themselves. */
+static inline void stage_row(uint8_t *row, int kstride, const int8_t *x, int K) {
+#if AWD_VNNI
+    for (int kk = 0; kk < K; kk++) row[kk] = (uint8_t)(x[kk] + 128);
+    for (int kk = K; kk < kstride; kk++) row[kk] = 128;
+#else
+    (void)kstride;
+    memcpy(row, x, (size_t)K);
+#endif
+}
+
+static inline uint8_t staged(int64_t code) {
+#if AWD_VNNI
+    return (uint8_t)(code + 128);
+#else
+    return (uint8_t)(int8_t)code;
+#endif
+}
+
+/* acc[r][j] (row stride Gp) = sum_k W[j,k] x[r,k] (+ 128 sum_k W[j,k] on VNNI), r < R, j < G. */
+static void rows_gemm(int R, int K, int kstride, int G, int Gp, const uint8_t *x, const int8_t *w,
+                      int32_t *acc) {
+#if AWD_VNNI
+    (void)K;
+    (void)G;
+    recurrent_gemm(R, kstride / 4, Gp, x, w, acc);
+#else
+    (void)kstride;
+    for (int r = 0; r < R; r++) {
+        const int8_t *xr = (const int8_t *)x + (size_t)r * K;
+        for (int j = 0; j < G; j++) {
+            const int8_t *wj = w + (size_t)j * K;
+            int32_t s = 0;
+            for (int kk = 0; kk < K; kk++) s += (int32_t)wj[kk] * (int32_t)xr[kk];
+            acc[(size_t)r * Gp + j] = s;
+        }
+    }
+#endif
+}
+
+static inline int rq_init3(rq_t *rq, int G, const int64_t *rows) {
+    return rq_init(rq, G, rows, rows + G, rows + 2 * G);
+}
+
+/* sat16(MBQM(w c, M_pc)) with the per-vector requantizer n of rq [3][3]. */
+static inline int32_t peephole_term(const int64_t *rq, int n, int32_t w, int32_t c) {
+    return sat16_32(requantize((int64_t)(w * c), rq[n], rq[3 + n], rq[6 + n]));
+}
+
+/* Returns 0 on success, 1 when a scratch allocation fails. Rows [row_begin, row_end) of the
+ * batch of B (rows are independent: disjoint ranges may run in parallel threads). */
+int awd_int_mlstm_layer(int T, int B, int row_begin, int row_end, const awd_mlstm_args *a) {
+    const int H = (int)a->hidden, P = (int)a->proj, G = 4 * H, S = 5 * H;
+    const int gp_v = (int)a->gp_v, gp_m = (int)a->gp_m, gp_r = (int)a->gp_r;
+    const int k = (int)a->cell_exponent;
+    const int ac = 15 + k < 30 ? 15 + k : 30;
+    const int fc_shift = 15 + k - ac, ig_shift = 30 - ac, out_shift = ac - k;
+    const int64_t lo = -((int64_t)1 << (a->bits - 1)), hi = ((int64_t)1 << (a->bits - 1)) - 1;
+    const int16_t *sig = a->sigmoid + 32768, *tnh = a->tanh_table + 32768, *tc = a->tanh_cell + 32768;
+    const int64_t zm = a->product_zero_point, zo = a->output_zero_point, zh = a->hidden_zero_point;
+    const int64_t *rp = a->rq_product, *ro = a->rq_output, *rpc = a->rq_peephole;
+    const int peephole = (int)a->peephole, projection = (int)a->projection;
+    const int32_t clo = (int32_t)a->cell_lo, chi = (int32_t)a->cell_hi;
+    const int64_t plo = a->proj_lo, phi = a->proj_hi;
+    const int16_t *w_ic = a->peephole_w, *w_fc = w_ic + H, *w_oc = w_ic + 2 * H;
+    const int KP = AWD_VNNI ? 4 * ((P + 3) / 4) : P; /* staged row strides */
+    const int KH = AWD_VNNI ? 4 * ((H + 3) / 4) : H;
+    const int R = row_end - row_begin, b0 = row_begin;
+    if (R <= 0) return 0;
+    int gp_max = gp_v > gp_m ? gp_v : gp_m;
+    gp_max = gp_r > gp_max ? gp_r : gp_max;
+    const int kmax = KP > KH ? KP : KH;
+
+    rq_t rqx = {0}, rqu = {0}, rqv = {0}, rqm = {0};
+    int32_t *acc = (int32_t *)malloc(sizeof(int32_t) * (size_t)R * (size_t)gp_max);
+    uint8_t *stage = (uint8_t *)malloc((size_t)R * (size_t)kmax + 64);
+    int32_t *yv = (int32_t *)malloc(sizeof(int32_t) * (size_t)H);
+    int32_t *yu = (int32_t *)malloc(sizeof(int32_t) * (size_t)H);
+    int32_t *ym = (int32_t *)malloc(sizeof(int32_t) * (size_t)G);
+    int32_t *yx = (int32_t *)malloc(sizeof(int32_t) * (size_t)G);
+    int status = 0;
+    if (!acc || !stage || !yv || !yu || !ym || !yx || rq_init3(&rqx, G, a->rq_x) ||
+        rq_init3(&rqu, H, a->rq_u) || rq_init3(&rqv, H, a->rq_v) || rq_init3(&rqm, G, a->rq_m)) {
+        status = 1;
+        goto done;
+    }
+    const int32_t *corr_mh = AWD_VNNI ? a->corr_mh : NULL, *corr_hm = AWD_VNNI ? a->corr_hm : NULL;
+    const int32_t *corr_hr = AWD_VNNI ? a->corr_hr : NULL;
+    const int64_t *rq_r = a->rq_r;
+    for (int t = 0; t < T; t++) {
+        const int8_t *hp = t == 0 ? a->h0 : a->h_out + (size_t)(t - 1) * B * P;
+        int8_t *hn = a->h_out + (size_t)t * B * P;
+        /* GEMM 1: W_mh h_{t-1} */
+        for (int r = 0; r < R; r++) stage_row(stage + (size_t)r * KP, KP, hp + (size_t)(b0 + r) * P, P);
+        rows_gemm(R, P, KP, H, gp_v, stage, a->w_mh, acc);
+        for (int r = 0; r < R; r++) { /* m_t, staged for GEMM 2 */
+            const int32_t *in = a->acc_in + ((size_t)t * B + (b0 + r)) * S;
+            requantize_row(H, acc + (size_t)r * gp_v, corr_mh, a->bias_v, &rqv, yv);
+            requantize_row(H, in + G, NULL, a->bias_u, &rqu, yu);
+            uint8_t *row = stage + (size_t)r * KH;
+            for (int j = 0; j < H; j++) {
+                const int64_t product = (int64_t)yu[j] * (int64_t)yv[j];
+                row[j] = staged(clamp64(requantize(product, rp[0], rp[1], rp[2]) + zm, lo, hi));
+            }
+            for (int j = H; j < KH; j++) row[j] = staged(0);
+        }
+        /* GEMM 2: W_hm m_t */
+        rows_gemm(R, H, KH, G, gp_m, stage, a->w_hm, acc);
+        for (int r = 0; r < R; r++) {
+            const int b = b0 + r;
+            requantize_row(G, acc + (size_t)r * gp_m, corr_hm, a->bias_m, &rqm, ym);
+            requantize_row(G, a->acc_in + ((size_t)t * B + b) * S, NULL, a->bias_x, &rqx, yx);
+            for (int j = 0; j < G; j++) { /* z = sat16(a_m + a_x), kept in ym */
+                const int32_t s = ym[j] + yx[j];
+                ym[j] = s < -32768 ? -32768 : (s > 32767 ? 32767 : s);
+            }
+            int16_t *cb = a->c + (size_t)b * H;
+            uint8_t *row = stage + (size_t)r * KH;
+            int8_t *hb = hn + (size_t)b * P;
+            for (int u = 0; u < H; u++) {
+                int32_t zi = ym[u], zf = ym[H + u], zog = ym[3 * H + u];
+                const int32_t cprev = cb[u];
+                if (peephole) {
+                    zi = sat16_32((int64_t)zi + peephole_term(rpc, 0, w_ic[u], cprev));
+                    zf = sat16_32((int64_t)zf + peephole_term(rpc, 1, w_fc[u], cprev));
+                }
+                const int32_t ig = sig[zi], fg = sig[zf], gg = tnh[ym[2 * H + u]];
+                const int32_t fc = round_shift32(fg * cprev, fc_shift);
+                const int32_t igp = round_shift32(ig * gg, ig_shift);
+                const int32_t cs = round_shift32(wadd32(fc, igp), out_shift);
+                int32_t cn = cs < -32768 ? -32768 : (cs > 32767 ? 32767 : cs);
+                if (a->cell_clip) { /* torch clamp(lo, hi): min(max(c, lo), hi) */
+                    cn = cn < clo ? clo : cn;
+                    cn = cn > chi ? chi : cn;
+                }
+                cb[u] = (int16_t)cn;
+                if (peephole) zog = sat16_32((int64_t)zog + peephole_term(rpc, 2, w_oc[u], cn));
+                const int32_t p = (int32_t)sig[zog] * (int32_t)tc[cn]; /* o tanh(c) at 2^-30 */
+                const int64_t rr = clamp64(requantize(p, ro[0], ro[1], ro[2]) + zo, lo, hi);
+                if (projection)
+                    row[u] = staged(rr);
+                else
+                    hb[u] = (int8_t)rr;
+            }
+            if (projection)
+                for (int j = H; j < KH; j++) row[j] = staged(0);
+        }
+        if (!projection) continue;
+        /* GEMM 3: W_hr r_t */
+        rows_gemm(R, H, KH, P, gp_r, stage, a->w_hr, acc);
+        for (int r = 0; r < R; r++) {
+            const int32_t *ar = acc + (size_t)r * gp_r;
+            int8_t *hb = hn + (size_t)(b0 + r) * P;
+            for (int j = 0; j < P; j++) {
+                const int32_t s = corr_hr ? ar[j] - corr_hr[j] : ar[j];
+                const int64_t y = requantize(wadd32(s, a->bias_r[j]), rq_r[j], rq_r[P + j], rq_r[2 * P + j]);
+                int64_t hv = clamp64(y + zh, lo, hi);
+                if (a->proj_clip) {
+                    hv = hv < plo ? plo : hv;
+                    hv = hv > phi ? phi : hv;
+                }
+                hb[j] = (int8_t)hv;
+            }
+        }
+    }
+done:
+    free(acc);
+    free(stage);
+    free(yv);
+    free(yu);
+    free(ym);
+    free(yx);
+    free(rqx.m0);
+    free(rqu.m0);
+    free(rqv.m0);
+    free(rqm.m0);
     return status;
 }

@@ -142,11 +142,9 @@ def test_kernel_is_bit_identical_to_the_step_loop(
         )
 
 
-@needs_kernel
-def test_the_integer_model_is_unchanged_by_the_kernel() -> None:
-    """Whole model, two windows with the state carried: int32 logits, states and scores equal."""
-    lm, _ = qexport.convert(trained_qat_model(seed=0))
-    qexport.expand_tables(lm)
+def assert_kernel_leaves_the_model_unchanged(lm: object, on_kernel_call=None) -> None:
+    """Whole model, two windows with the state carried, the kernel off then on: int32 logits,
+    states and scores equal. ``on_kernel_call(on)`` runs after each pass (call counting)."""
     tokens = toy_tokens(12, 4, seed=3)
     results = {}
     for on in (False, True):
@@ -160,12 +158,21 @@ def test_the_integer_model_is_unchanged_by_the_kernel() -> None:
             results[on] = (outs, state, nll)
         finally:
             kernel.set_enabled(None)
+        if on_kernel_call is not None:
+            on_kernel_call(on)
     (a, sa, na), (b, sb, nb) = results[False], results[True]
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert all(
         torch.equal(x, y) for s, t in zip(sa, sb, strict=True) for x, y in zip(s, t, strict=True)
     )
     assert torch.equal(na, nb)
+
+
+@needs_kernel
+def test_the_integer_model_is_unchanged_by_the_kernel() -> None:
+    """Whole model, two windows with the state carried: int32 logits, states and scores equal."""
+    lm, _ = qexport.convert(trained_qat_model(seed=0))
+    assert_kernel_leaves_the_model_unchanged(qexport.expand_tables(lm))
 
 
 @needs_kernel
