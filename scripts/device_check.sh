@@ -7,8 +7,8 @@
 #                cp -r ../shared/corpora/ptb .device/
 #   then:        run(command="bash scripts/device_check.sh", carry=[".device"], timeout_s=540)
 #
-# It prints (and writes under $OUT) the bench at the PTB shape in fp32/TF32, then with bf16
-# autocast and compiled loop cells, and one PTB epoch in fp32 and in bf16-mixed precision with
+# It prints (and writes under $OUT) the bench at the PTB shape in fp32/TF32 (eager cells), with
+# compiled cells (QAT LSTM, mLSTM, QAT mLSTM), with bf16 autocast, and one PTB epoch in fp32 and in bf16-mixed precision with
 # the validation perplexity of each (the bf16 target: within 2% of fp32).
 #
 # Dry run on a CPU (checks the script, not the speed): DRY_RUN=1 bash scripts/device_check.sh
@@ -32,6 +32,8 @@ export PYTHONUNBUFFERED=1 AWD_CACHE_DIR=/tmp/awd-cache
 
 bench() { python3 -m src.bench shape=$SHAPE device=$DEVICE engine=false "${BENCH_ARGS[@]}" "$@"; }
 bench hydra.run.dir=/tmp/bench-fp32 2>&1 | tee "$OUT/bench_fp32.log"
+bench compile_cell=true variants=[awd_lstm_qat,mlstm,mlstm_qat] hydra.run.dir=/tmp/bench-comp \
+  2>&1 | tee "$OUT/bench_compiled.log"
 bench amp=bfloat16 compile_cell=true variants=[awd_lstm,mlstm] hydra.run.dir=/tmp/bench-bf16 \
   2>&1 | tee "$OUT/bench_bf16.log"
 

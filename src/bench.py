@@ -163,13 +163,12 @@ def model_steps(
     amp: torch.dtype | None = None,
     compile_cell: bool = False,
 ):
-    quantized = bool(variant["quant"].get("enabled"))
     cfg = AWDLSTMConfig(
         vocab_size=shape["vocab"],
         emb_size=shape["emb"],
         hidden_size=shape["hidden"],
         num_layers=shape["layers"],
-        compile_cell=compile_cell and not quantized,
+        compile_cell=compile_cell,
         **variant["model"],
     )
     model = AWDLSTM(cfg, quant=QuantConfig(**variant["quant"])).to(device=device, dtype=dtype)

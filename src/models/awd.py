@@ -47,7 +47,7 @@ class AWDLSTMConfig:
     tie_weights: bool = True  # [tied] decoder weight is the embedding matrix
     cell: str = "lstm"  # lstm | mlstm (Krause et al. 2016); see recurrent.LAYERS
     runner: str = "auto"  # auto | cudnn | loop | qat (see recurrent.resolve_runner)
-    compile_cell: bool = False  # torch.compile the per-step cell of the loop runners (GPU speed)
+    compile_cell: bool = False  # torch.compile the per-step cell (loop and qat runners; GPU)
     init_range: float = 0.1  # embedding and decoder weights U(-r, r)
     mlstm: MLSTMOptions = field(default_factory=MLSTMOptions)  # cell options when cell: mlstm
 

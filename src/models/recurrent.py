@@ -187,7 +187,10 @@ def compiled_cell(cell_fn: Callable[..., tuple[Tensor, Tensor]]) -> Callable:
     into one or two kernels around the recurrent GEMM. Shapes are static (a batch size compiles
     once: train, eval and test batch sizes each once); inductor caches the generated code on
     disk (`TORCHINDUCTOR_CACHE_DIR`, set by `src.train` under `paths.cache_dir`), so a second
-    run skips most of the compile. Tests and CPU runs keep the eager cell (the default).
+    run skips most of the compile. The fake-quantized cells compile too: their per-call qparams
+    and clip bounds are 0-d tensors (`CallQuantizer`), so a training run traces a handful of
+    graphs (first step / later steps, train / eval), not one per call. Tests and CPU runs keep
+    the eager cell (the default).
     """
     if cell_fn not in _COMPILED_CELLS:
         _COMPILED_CELLS[cell_fn] = torch.compile(cell_fn, dynamic=False, fullgraph=True)
@@ -211,7 +214,8 @@ def build_recurrent_layer(
 
     `quant` (a `src.quant.config.QuantConfig` with `enabled: true`) selects the fake-quantized
     layer of the cell; `options` are the cell's own settings, passed to its constructor.
-    `compile_cell` compiles the per-step cell of a float loop runner (:func:`compiled_cell`).
+    `compile_cell` compiles the per-step cell of a loop or fake-quantized runner
+    (:func:`compiled_cell`).
     """
     check_probability(weight_drop, "weight_drop")
     check_weight_drop_mode(weight_drop_mode)
@@ -227,15 +231,8 @@ def build_recurrent_layer(
     if quantized:
         options = {**options, "quant": quant}
     layer = cls(input_size, hidden_size, recurrent_dropout=recurrent_dropout, **options)
-    if compile_cell:
-        if quantized:
-            raise ValueError(
-                "model.compile_cell compiles the float loop cells; the fake-quantized cell "
-                "reads per-call quantizer state that would recompile it every call. Use "
-                "model.compile_cell=false with quant=qat"
-            )
-        if hasattr(layer, "cell_fn"):  # the fused cuDNN / ATen runner has nothing to compile
-            layer.cell_fn = compiled_cell(layer.cell_fn)
+    if compile_cell and hasattr(layer, "cell_fn"):  # the fused cuDNN runner has nothing to
+        layer.cell_fn = compiled_cell(layer.cell_fn)  # compile; loop and qat cells do
     if weight_drop > 0:
         names = list(getattr(cls, "recurrent_weight_names", ("weight_hh_l0",)))
         layer = WeightDrop(layer, names, weight_drop, weight_drop_mode)

@@ -59,24 +59,32 @@ class CallQuantizer:
 
     Every time step of the call is quantized with the ``(scale, zero_point)`` the observer holds
     when the call starts (as the integer engine uses one scale), and, in training with the
-    observer on, the float inputs are recorded and folded into the EMA range once after the loop
-    (:meth:`observe`): one range update per batch, as in Jacob et al. An observer that has seen
-    no data yet cannot give qparams: in training the call runs this tensor in float and its range
-    initializes the observer; in evaluation that is an error.
+    observer on, the running min and max of the float inputs are folded into the EMA range once
+    after the loop (:meth:`observe`): one range update per batch, as in Jacob et al. An observer
+    that has seen no data yet cannot give qparams: in training the call runs this tensor in
+    float and its range initializes the observer; in evaluation that is an error.
+
+    The qparams and the running range are 0-d tensors on the model's device, so a step neither
+    syncs with the host nor changes a Python constant from call to call: a compiled cell
+    (``model.compile_cell``) is traced once, not once per call or per step.
     """
 
     def __init__(self, quantizer: nn.Module) -> None:
         self.quantizer = quantizer
-        self.qparams: tuple[float, int] | None = None  # Python numbers: no host sync per step
+        self.qparams: tuple[Tensor, Tensor] | None = None  # (scale float32, zero point int32)
         self.recording = False
-        self.seen: list[Tensor] = []
+        self.lo: Tensor | None = None  # running min / max of what the call quantized
+        self.hi: Tensor | None = None
         if not isinstance(quantizer, ObservedQuantizer):
             return  # nn.Identity: this tensor stays float
+        self.qmin, self.qmax = quantizer.qmin, quantizer.qmax
         self.recording = quantizer.training and quantizer.observer_enabled
+        if self.recording:
+            self.lo = torch.full_like(quantizer.observer.min_val, float("inf"))
+            self.hi = torch.full_like(quantizer.observer.max_val, float("-inf"))
         if quantizer.fake_quant_enabled:
             if bool(quantizer.observer.initialized):
-                scale, zero_point = quantizer.calculate_qparams()
-                self.qparams = (float(scale), int(zero_point))
+                self.qparams = quantizer.calculate_qparams()
             elif not self.recording:
                 raise RuntimeError(
                     f"{type(quantizer).__name__} used before observing data: train or "
@@ -86,18 +94,20 @@ class CallQuantizer:
 
     def __call__(self, x: Tensor, record: bool = True) -> Tensor:
         if self.recording and record:
-            self.seen.append(x.detach())
+            lo, hi = torch.aminmax(x.detach().to(torch.float32))
+            self.lo, self.hi = torch.minimum(self.lo, lo), torch.maximum(self.hi, hi)
         if self.qparams is None:
             return x
         scale, zero_point = self.qparams
-        q = self.quantizer
-        return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, q.qmin, q.qmax)
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, self.qmin, self.qmax)
 
     def observe(self) -> None:
         """Update the observer with the min and max of everything recorded in the call."""
-        if self.seen:
-            self.quantizer.observer(torch.stack(self.seen))
-            self.seen.clear()
+        if self.recording and bool(self.lo <= self.hi):
+            self.quantizer.observer(torch.stack([self.lo, self.hi]))
+        if self.recording:
+            self.lo = torch.full_like(self.lo, float("inf"))
+            self.hi = torch.full_like(self.hi, float("-inf"))
 
 
 def fixed_scale(quantizer: nn.Module) -> Callable[[Tensor], Tensor]:

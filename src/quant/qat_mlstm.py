@@ -67,8 +67,8 @@ class MLSTMStepQuantizers(NamedTuple):
     cell: object  # c_t: int16, power-of-two scale
     cell_output: object  # o tanh(c_t) before the projection: int8 affine
     hidden: object  # h_t: int8 affine
-    cell_bounds: tuple[float, float] | None  # c_t clip, on the cell grid
-    proj_bounds: tuple[float, float] | None  # projected h_t clip, on the hidden grid
+    cell_bounds: tuple[float, float] | tuple[Tensor, Tensor] | None  # c_t clip, on the grid
+    proj_bounds: tuple[float, float] | tuple[Tensor, Tensor] | None  # projected h_t clip
 
 
 def clip_codes(clip: float, scale: float, zero_point: int, qmin: int, qmax: int) -> tuple[int, int]:
@@ -79,23 +79,28 @@ def clip_codes(clip: float, scale: float, zero_point: int, qmin: int, qmax: int)
     return lo, hi
 
 
-def grid_bounds(clip: float | None, quantizer: CallQuantizer) -> tuple[float, float] | None:
+def grid_bounds(
+    clip: float | None, quantizer: CallQuantizer
+) -> tuple[float, float] | tuple[Tensor, Tensor] | None:
     """``[-clip, clip]`` moved onto the quantizer's grid (the integer engine clamps codes).
 
-    With qparams ``(s, z)`` these are the real values of :func:`clip_codes`, so clamping a
-    fake-quantized tensor to them gives what the engine computes. Float (no qparams): the clip.
+    With qparams ``(s, z)`` these are the real values of :func:`clip_codes` (the same float64
+    arithmetic and half-to-even rounding), as 0-d tensors so that a compiled cell does not see
+    a new Python constant every call; clamping a fake-quantized tensor to them gives what the
+    engine computes. Float (no qparams): the clip.
     """
     if clip is None:
         return None
     if quantizer.qparams is None:
         return (-clip, clip)
-    scale, zero_point = quantizer.qparams
-    q = quantizer.quantizer
-    lo, hi = clip_codes(clip, scale, zero_point, q.qmin, q.qmax)
-    return ((lo - zero_point) * scale, (hi - zero_point) * scale)
+    scale, zero_point = (t.to(torch.float64) for t in quantizer.qparams)
+    qmin, qmax = quantizer.qmin, quantizer.qmax
+    lo = (zero_point + torch.round(-clip / scale)).clamp(qmin, qmax)
+    hi = (zero_point + torch.round(clip / scale)).clamp(qmin, qmax)
+    return ((lo - zero_point) * scale).float(), ((hi - zero_point) * scale).float()
 
 
-def _clamp(x: Tensor, bounds: tuple[float, float] | None) -> Tensor:
+def _clamp(x: Tensor, bounds: tuple[float, float] | tuple[Tensor, Tensor] | None) -> Tensor:
     return x if bounds is None else x.clamp(bounds[0], bounds[1])
 
 

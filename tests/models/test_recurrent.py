@@ -19,6 +19,7 @@ from src.models.recurrent import (
     CuDNNLSTMLayer,
     LoopLSTMLayer,
     build_recurrent_layer,
+    compiled_cell,
     register_runner,
 )
 
@@ -252,16 +253,47 @@ def test_compiled_cell_matches_the_eager_cell(cell: str) -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_compile_cell_refuses_the_fake_quantized_cell() -> None:
+@pytest.mark.slow  # two inductor compiles
+@pytest.mark.parametrize("cell", ["lstm", "mlstm"])
+def test_compiled_fake_quantized_cell_is_exact_and_traced_a_few_times(cell: str) -> None:
+    """`model.compile_cell` with `quant=qat`: the same outputs as the eager fake-quantized cell,
+    bit for bit, over training calls whose ranges move and evaluation calls, and a handful of
+    traced graphs (the qparams and clip bounds are tensors, not per-call Python constants)."""
+    import copy
+
+    from torch._dynamo.utils import counters
+
     from src.quant.config import QuantConfig
 
-    with pytest.raises(ValueError, match="compile_cell=false with quant=qat"):
-        build_recurrent_layer(
-            I,
-            H,
-            weight_drop=0.0,
-            weight_drop_mode="elementwise",
-            recurrent_dropout=0.0,
-            quant=QuantConfig(enabled=True),
-            compile_cell=True,
-        )
+    options = {} if cell == "lstm" else {"peephole": True, "cell_clip": 1.0, "proj_size": 6}
+    if cell == "mlstm":
+        options["proj_clip"] = 0.5
+    torch.manual_seed(0)
+    eager = build_recurrent_layer(
+        I,
+        H,
+        weight_drop=0.5,
+        weight_drop_mode="elementwise",
+        recurrent_dropout=0.2,
+        cell=cell,
+        quant=QuantConfig(enabled=True),
+        **options,
+    )
+    x = torch.randn(T, B, I)
+    eager(x)  # the first call initializes the observers (in float)
+    compiled = copy.deepcopy(eager)
+    compiled.module.cell_fn = compiled_cell(compiled.module.cell_fn)
+    torch._dynamo.reset()
+    counters.clear()
+    for step in range(4):  # training: the observed ranges move every call
+        outs = []
+        for layer in (eager, compiled):
+            torch.manual_seed(step)
+            y, (h, c) = layer(x * (1 + step))
+            y.sum().backward()
+            outs.append((y.detach(), c.detach()))
+        assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    for layer in (eager, compiled):
+        layer.eval()
+    assert torch.equal(eager(x)[0], compiled(x)[0])
+    assert counters["stats"]["unique_graphs"] <= 5

@@ -124,7 +124,9 @@ def test_delay_steps_train_in_float_first(run_tiny, monkeypatch: pytest.MonkeyPa
     assert all(all(r["observing"]) for r in qat)  # ranges are tracked during the delay too
     for q, f in zip(qat[:n], float_steps[:n], strict=True):
         assert q["loss"] == pytest.approx(f["loss"], rel=1e-4)
-    assert abs(qat[n]["loss"] - float_steps[n]["loss"]) > 1e-4 * abs(float_steps[n]["loss"])
+    # from step n the grids move every loss (by 1e-5 to 1e-4 relative on this tiny model)
+    for q, f in zip(qat[n : n + 3], float_steps[n : n + 3], strict=True):
+        assert abs(q["loss"] - f["loss"]) > 1e-6 * abs(f["loss"])
 
 
 def test_observers_freeze_at_the_configured_step(run_tiny, monkeypatch: pytest.MonkeyPatch) -> None:
