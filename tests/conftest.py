@@ -139,19 +139,56 @@ def run_tiny(tmp_path: Path, tiny_data_dir: Path, cache_dir: Path) -> Callable[.
     return _run
 
 
+PTB_TINY = ["experiment=ptb_tiny", "logger=csv", "~callbacks.rich_progress_bar"]
+
+
 @pytest.fixture(scope="session")
-def ptb_tiny_float(
+def ptb_tiny_runs(
     tmp_path_factory: pytest.TempPathFactory, corpora_dir: Path, cache_dir: Path
-) -> dict[str, Any]:
-    """One epoch of experiment=ptb_tiny on real PTB (float), trained once per session and shared
-    by the real-corpus checks (the float acceptance figure and the QAT comparison)."""
+) -> dict[str, dict[str, Any]]:
+    """One epoch of experiment=ptb_tiny on real PTB, float and QAT, trained once per session
+    and side by side: the QAT run in a child process and the float run here, one thread each
+    (the custom QAT cell gains little from a second thread, so this saves CI minutes over two
+    2-thread runs in a row; float results are identical at 1 and 2 threads). Shared by the
+    real-corpus checks: the float acceptance figure and the QAT comparison."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
     from src.train import train
 
-    out = tmp_path_factory.mktemp("ptb_tiny_float")
-    cfg = compose_train(
-        ["experiment=ptb_tiny", "logger=csv", "~callbacks.rich_progress_bar"],
-        out / "run",
-        corpora_dir,
-        cache_dir,
-    )
-    return train(cfg)
+    out = tmp_path_factory.mktemp("ptb_tiny")
+    qat_dir, log = out / "qat", out / "qat.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "src.train",
+        *PTB_TINY,
+        "quant=qat",
+        "test=false",
+        "trainer.enable_progress_bar=false",
+        f"paths.data_dir={corpora_dir}",
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.run.dir={qat_dir}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as fh:
+        qat_proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        float_results = train(compose_train(PTB_TINY, out / "float", corpora_dir, cache_dir))
+    finally:
+        torch.set_num_threads(threads)
+        returncode = qat_proc.wait(timeout=3600)
+    assert returncode == 0, log.read_text()[-3000:]
+    qat_results = json.loads((qat_dir / "results.json").read_text())
+    return {"float": float_results, "qat": qat_results}
+
+
+@pytest.fixture(scope="session")
+def ptb_tiny_float(ptb_tiny_runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The float half of :func:`ptb_tiny_runs` (results.json of the run)."""
+    return ptb_tiny_runs["float"]

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from src.quant.calibration import observer_state
 from src.quant.fake_quant import quantizers
-from tests.conftest import CONF_DIR, compose_train
+from tests.conftest import CONF_DIR
 from tests.test_train_e2e import run_cli
 
 
@@ -233,29 +233,15 @@ def test_export_and_int8_eval(run_tiny, tiny_data_dir: Path, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_ptb_tiny_qat_int8_acceptance(
-    ptb_tiny_float: dict[str, Any], corpora_dir: Path, cache_dir: Path, tmp_path: Path
+    ptb_tiny_runs: dict[str, dict[str, Any]], corpora_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
-    """One epoch of ptb_tiny: QAT val ppl (fake-quantized and int8) <= 1.02 x float; the int8
+    """One epoch of ptb_tiny: QAT val ppl (fake-quantized and int8) <= 1.03 x float; the int8
     engine within 1% of the fake-quantized model on the same checkpoint; the exported file
-    <= 30% of the float checkpoint. The float run is the session's shared ``ptb_tiny_float``
-    (tests/conftest.py); this adds one QAT epoch, an export and an int8 evaluation (about 8
-    minutes on 2 CPU cores)."""
+    <= 30% of the float checkpoint. Both epochs are the session's shared ``ptb_tiny_runs``
+    (tests/conftest.py, trained side by side); this adds an export and an int8 evaluation."""
     from src.export import export
-    from src.train import train
 
-    cfg = compose_train(
-        [
-            "experiment=ptb_tiny",
-            "quant=qat",
-            "logger=csv",
-            "~callbacks.rich_progress_bar",
-            "test=false",
-        ],
-        tmp_path / "run",
-        corpora_dir,
-        cache_dir,
-    )
-    qat = train(cfg)
+    ptb_tiny_float, qat = ptb_tiny_runs["float"], ptb_tiny_runs["qat"]
     ckpt = Path(qat["best_checkpoint"])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         ecfg = compose("export", overrides=[f"ckpt_path={ckpt}", f"out={tmp_path / 'm.pt'}"])
@@ -271,7 +257,8 @@ def test_ptb_tiny_qat_int8_acceptance(
         f"{100 * report['bytes'] / float_bytes:.1f}% of the float checkpoint "
         f"({float_bytes / 2**20:.2f} MiB)"
     )
-    # The issue's bound is 2%: measured +1.95% (seed 141, this run) and +0.26% (seed 142).
+    # The issue's bound is 2%: measured +1.18% (seed 141, this run, current code; +1.95% with
+    # the earlier dropout masks) and +0.26% (seed 142).
     # Single runs vary by about 1%, so the CI gate is 3% (a regression guard that cannot flake
     # on thread-count reduction noise); the closing note reports the measured gap.
     assert qat["val/ppl"] <= 1.03 * ptb_tiny_float["val/ppl"]
