@@ -26,6 +26,7 @@ projection's input, ``cell`` c_t. Like the LSTM, x_t is already on its producer'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -60,13 +61,13 @@ PEEPHOLE_BITS = 16  # TFLite's integer LSTM keeps the cell-to-gate weights in in
 class MLSTMStepQuantizers(NamedTuple):
     """The fake quantizers and clip bounds one mLSTM step applies (fixed for the call)."""
 
-    preactivation: object  # int16 at 2^-12
-    gate: object  # int16 at 2^-15
-    factor_h: object  # v_t = W_mh h_{t-1}: int16, power-of-two scale
-    product: object  # m_t: int8 affine
-    cell: object  # c_t: int16, power-of-two scale
-    cell_output: object  # o tanh(c_t) before the projection: int8 affine
-    hidden: object  # h_t: int8 affine
+    preactivation: Callable[[Tensor], Tensor]  # int16 at 2^-12
+    gate: Callable[[Tensor], Tensor]  # int16 at 2^-15
+    factor_h: Callable[[Tensor], Tensor]  # v_t = W_mh h_{t-1}: int16, power-of-two scale
+    product: Callable[[Tensor], Tensor]  # m_t: int8 affine
+    cell: Callable[[Tensor], Tensor]  # c_t: int16, power-of-two scale
+    cell_output: Callable[[Tensor], Tensor]  # o tanh(c_t) before the projection: int8 affine
+    hidden: Callable[[Tensor], Tensor]  # h_t: int8 affine
     cell_bounds: tuple[float, float] | tuple[Tensor, Tensor] | None  # c_t clip, on the grid
     proj_bounds: tuple[float, float] | tuple[Tensor, Tensor] | None  # projected h_t clip
 
