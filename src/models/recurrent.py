@@ -193,8 +193,22 @@ def compiled_cell(cell_fn: Callable[..., tuple[Tensor, Tensor]]) -> Callable:
     the eager cell (the default).
     """
     if cell_fn not in _COMPILED_CELLS:
+        _raise_recompile_limit(CELL_RECOMPILE_LIMIT)
         _COMPILED_CELLS[cell_fn] = torch.compile(cell_fn, dynamic=False, fullgraph=True)
     return _COMPILED_CELLS[cell_fn]
+
+
+#: Graphs one compiled cell may hold. A run needs one per layer shape x batch size (train,
+#: eval, test) x first / later step x train / eval (x quantization on / off for QAT with a
+#: delay): a few dozen at most, past dynamo's default of 8.
+CELL_RECOMPILE_LIMIT = 64
+
+
+def _raise_recompile_limit(limit: int) -> None:
+    import torch._dynamo.config as dynamo_config
+
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    setattr(dynamo_config, name, max(getattr(dynamo_config, name), limit))
 
 
 def build_recurrent_layer(
