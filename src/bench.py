@@ -75,6 +75,17 @@ AMP_DTYPES: dict[str | None, torch.dtype | None] = {
 }
 
 
+def shape_config(shape: dict[str, int], **model: Any) -> AWDLSTMConfig:
+    """The AWD-LSTM config of a bench shape (salesforce dropouts), with ``model`` options."""
+    return AWDLSTMConfig(
+        vocab_size=shape["vocab"],
+        emb_size=shape["emb"],
+        hidden_size=shape["hidden"],
+        num_layers=shape["layers"],
+        **model,
+    )
+
+
 class RawLSTMStack(nn.Module):
     """The reference: embedding -> nn.LSTM layers (AWD sizes) -> tied decoder; no dropout."""
 
@@ -163,14 +174,7 @@ def model_steps(
     amp: torch.dtype | None = None,
     compile_cell: bool = False,
 ):
-    cfg = AWDLSTMConfig(
-        vocab_size=shape["vocab"],
-        emb_size=shape["emb"],
-        hidden_size=shape["hidden"],
-        num_layers=shape["layers"],
-        compile_cell=compile_cell,
-        **variant["model"],
-    )
+    cfg = shape_config(shape, compile_cell=compile_cell, **variant["model"])
     model = AWDLSTM(cfg, quant=QuantConfig(**variant["quant"])).to(device=device, dtype=dtype)
     opt = torch.optim.SGD(model.parameters(), lr=1.0, weight_decay=1.2e-6)
     x, y = random_batch(shape, shape["batch"], device)
@@ -306,14 +310,7 @@ def trained_qat_model(shape: dict[str, int], steps: int, cell: str = "lstm") -> 
     """A QAT AWD-LSTM (or mLSTM) of ``shape`` after ``steps`` SGD steps (the observers need
     data to export), in eval mode on the CPU. Its accuracy is irrelevant: speed is
     data-independent."""
-    cfg = AWDLSTMConfig(
-        vocab_size=shape["vocab"],
-        emb_size=shape["emb"],
-        hidden_size=shape["hidden"],
-        num_layers=shape["layers"],
-        cell=cell,
-    )
-    model = AWDLSTM(cfg, quant=QuantConfig(enabled=True))
+    model = AWDLSTM(shape_config(shape, cell=cell), quant=QuantConfig(enabled=True))
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     x, y = random_batch(shape, shape["batch"], torch.device("cpu"))
     hidden = None
@@ -363,14 +360,7 @@ def engine_bench_cell(cfg: DictConfig, shape: dict[str, int], cell: str) -> dict
     cpu = torch.device("cpu")
     bptt = int(cfg.engine_bptt or shape["bptt"])
     batches = [int(b) for b in cfg.engine_batches]
-    float_cfg = AWDLSTMConfig(
-        vocab_size=shape["vocab"],
-        emb_size=shape["emb"],
-        hidden_size=shape["hidden"],
-        num_layers=shape["layers"],
-        cell=cell,
-    )
-    float_model = AWDLSTM(float_cfg).eval()
+    float_model = AWDLSTM(shape_config(shape, cell=cell)).eval()
     int_model, _ = qexport.convert(trained_qat_model(shape, cfg.engine_train_steps, cell))
     qexport.expand_tables(int_model)
     kern = int_kernel.load() if int_kernel.enabled() else None
