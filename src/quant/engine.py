@@ -30,6 +30,7 @@ __all__ = [
     "IntegerEmbedding",
     "IntegerLM",
     "IntegerLSTMLayer",
+    "IntegerRecurrentLayer",
     "IntState",
     "Requantizer",
     "cell_update",
@@ -170,7 +171,27 @@ class IntegerEmbedding(nn.Module):
         return saturate(rows + self.zero_point, self.bits)
 
 
-class IntegerLSTMLayer(nn.Module):
+class IntegerRecurrentLayer(nn.Module):
+    """What the integer LSTM and mLSTM layers share: a window runs in the fused C kernel
+    (:mod:`src.quant.kernel`, bit-identical) when it can, else in the torch reference loop.
+
+    Subclasses define ``init_state(batch)`` and ``forward_steps(x, state)`` (``project_inputs``
+    then ``step`` per time step); the kernel recognizes each layer kind.
+    """
+
+    def forward(self, x: Tensor, state: IntState | None = None) -> tuple[Tensor, IntState]:
+        """x int8 [T, B, I] -> (h int8 [T, B, out], (h_T, c_T)).
+
+        On CPU the window runs in the fused C kernel when it is available; otherwise, and
+        under a ``TorchDispatchMode``, the torch loop (:meth:`forward_steps`).
+        """
+        h, c = state if state is not None else self.init_state(x.size(1))
+        if kernel.usable(self, x, h, c):
+            return kernel.layer_forward(self, x, h, c)
+        return self.forward_steps(x, (h, c))
+
+
+class IntegerLSTMLayer(IntegerRecurrentLayer):
     """One integer LSTM layer (TFLite's 8x8->16 integer LSTM, gate order i, f, g, o).
 
     Per channel j of the 4H gate rows, with accumulators in int32::
@@ -261,18 +282,6 @@ class IntegerLSTMLayer(nn.Module):
         o_tanh_c = _i32(o) * _i32(self.tanh_cell(c))  # at 2^-30
         h = saturate(self.requantize_out(o_tanh_c) + self.hidden_zero_point, self.bits)
         return h, c
-
-    def forward(self, x: Tensor, state: IntState | None = None) -> tuple[Tensor, IntState]:
-        """x int8 [T, B, I] -> (h int8 [T, B, H], (h_T, c_T)).
-
-        On CPU the window runs in the fused C kernel (:mod:`src.quant.kernel`, bit-identical)
-        when it is available; otherwise, and under a ``TorchDispatchMode``, the torch loop of
-        :meth:`step` (:meth:`forward_steps`).
-        """
-        h, c = state if state is not None else self.init_state(x.size(1))
-        if kernel.usable(self, x, h, c):
-            return kernel.layer_forward(self, x, h, c)
-        return self.forward_steps(x, (h, c))
 
     def forward_steps(self, x: Tensor, state: IntState) -> tuple[Tensor, IntState]:
         """The reference path: :meth:`project_inputs`, then :meth:`step` per time step."""

@@ -27,10 +27,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from . import kernel
-from .engine import IntState, Requantizer, cell_update
+from .engine import IntegerRecurrentLayer, IntState, Requantizer, cell_update
 from .fixed_point import clamp_to_int16, int_matmul, saturate
 from .lut import GATE_EXPONENT, Int16LUT
 
@@ -82,7 +81,7 @@ def _sat16(x: Tensor) -> Tensor:
     return x.clamp(-32768, 32767)
 
 
-class IntegerMLSTMLayer(nn.Module):
+class IntegerMLSTMLayer(IntegerRecurrentLayer):
     """One integer mLSTM layer (module docstring); optional peepholes and projection.
 
     Tensor arguments (``TENSOR_ARGS``; the peephole and projection ones may be ``None``):
@@ -186,18 +185,6 @@ class IntegerMLSTMLayer(nn.Module):
         if self.proj_bounds is not None:
             h = h.clamp(*self.proj_bounds)
         return h, c
-
-    def forward(self, x: Tensor, state: IntState | None = None) -> tuple[Tensor, IntState]:
-        """x int8 [T, B, I] -> (h int8 [T, B, P], (h_T, c_T)).
-
-        On CPU the window runs in the fused C kernel (:mod:`src.quant.kernel`,
-        ``awd_int_mlstm_layer``, bit-identical) when it is available; otherwise, and under a
-        ``TorchDispatchMode``, the torch loop of :meth:`step` (:meth:`forward_steps`).
-        """
-        h, c = state if state is not None else self.init_state(x.size(1))
-        if kernel.usable(self, x, h, c):
-            return kernel.layer_forward(self, x, h, c)
-        return self.forward_steps(x, (h, c))
 
     def forward_steps(self, x: Tensor, state: IntState) -> tuple[Tensor, IntState]:
         """The reference path: :meth:`project_inputs`, then :meth:`step` per time step."""
