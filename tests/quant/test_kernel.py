@@ -14,7 +14,7 @@ import torch
 
 from src.quant import export as qexport
 from src.quant import kernel
-from src.quant.engine import IntegerLSTMLayer
+from src.quant.engine import IntegerLSTMLayer, IntegerRecurrentLayer
 from src.quant.fixed_point import quantize_multiplier, quantize_multipliers
 from src.quant.lut import sigmoid_lut, tanh_lut
 from tests.quant.qat_helpers import toy_tokens, trained_qat_model
@@ -78,11 +78,14 @@ def random_layer(
     )
 
 
-def random_inputs(layer: IntegerLSTMLayer, steps: int, batch: int, seed: int):
+def random_inputs(layer: IntegerRecurrentLayer, steps: int, batch: int, seed: int):
+    """Random int8 x [T, B, I], h [B, out] on the layer's activation range, int16 c [B, H]
+    (with the extreme codes in the first row)."""
     g = torch.Generator().manual_seed(seed)
     lim = 1 << (layer.bits - 1)
+    out = getattr(layer, "output_size", layer.hidden_size)  # the mLSTM's projection width
     x = randint(-128, 128, (steps, batch, layer.input_size), g, torch.int8)
-    h = randint(-lim, lim, (batch, layer.hidden_size), g, torch.int8)
+    h = randint(-lim, lim, (batch, out), g, torch.int8)
     c = randint(-32768, 32768, (batch, layer.hidden_size), g, torch.int16)
     c[0, :3] = torch.tensor([-32768, 32767, 0], dtype=torch.int16)[: min(3, c.size(1))]
     return x, h, c

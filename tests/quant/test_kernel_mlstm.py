@@ -18,7 +18,12 @@ from src.quant import kernel
 from src.quant.engine_mlstm import IntegerMLSTMLayer
 from src.quant.fixed_point import int_matmul, quantize_multiplier, quantize_multipliers
 from tests.quant.qat_helpers import trained_qat_model
-from tests.quant.test_kernel import assert_kernel_leaves_the_model_unchanged
+from tests.quant.test_kernel import (
+    assert_kernel_leaves_the_model_unchanged,
+    assert_same,
+    randint,
+    random_inputs,
+)
 
 NATIVE = kernel.load()
 GENERIC = kernel.load(("-DAWD_GENERIC",))
@@ -37,10 +42,6 @@ def int_model(request: pytest.FixtureRequest):  # noqa: ANN201
     """The converted integer model (interpolated tables, as exported)."""
     lm, _ = qexport.convert(trained_qat_model(seed=0, cell="mlstm", mlstm=OPTIONS[request.param]))
     return lm
-
-
-def randint(low: int, high: int, shape: tuple[int, ...], g: torch.Generator, dtype=torch.int32):
-    return torch.randint(low, high, shape, generator=g, dtype=torch.int64).to(dtype)
 
 
 def wild_copy(layer: IntegerMLSTMLayer, seed: int) -> IntegerMLSTMLayer:
@@ -72,21 +73,6 @@ def wild_copy(layer: IntegerMLSTMLayer, seed: int) -> IntegerMLSTMLayer:
     return IntegerMLSTMLayer(
         sigmoid=layer.sigmoid, tanh=layer.tanh, tanh_cell=layer.tanh_cell, **args
     )
-
-
-def random_inputs(layer: IntegerMLSTMLayer, steps: int, batch: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    x = randint(-128, 128, (steps, batch, layer.input_size), g, torch.int8)
-    h = randint(-128, 128, (batch, layer.output_size), g, torch.int8)
-    c = randint(-32768, 32768, (batch, layer.hidden_size), g, torch.int16)
-    c[0, :3] = torch.tensor([-32768, 32767, 0], dtype=torch.int16)
-    return x, h, c
-
-
-def assert_same(a, b) -> None:
-    (ha, (hTa, cTa)), (hb, (hTb, cTb)) = a, b
-    assert ha.dtype == hb.dtype == hTa.dtype == torch.int8 and cTa.dtype == torch.int16
-    assert torch.equal(ha, hb) and torch.equal(hTa, hTb) and torch.equal(cTa, cTb)
 
 
 @needs_kernel
