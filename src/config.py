@@ -98,6 +98,7 @@ class Split(str, Enum):
 class Engine(str, Enum):
     float = "float"
     int8 = "int8"
+    onnxruntime = "onnxruntime"  # an .onnx file of python -m src.export format=onnx (deploy extra)
 
 
 @dataclass
@@ -119,11 +120,18 @@ class Tables(str, Enum):
     full = "full"  # one int16 entry per input code (128 KiB each), correctly rounded
 
 
+class ExportFormat(str, Enum):
+    int8 = "int8"  # the integer model for src.eval engine=int8 (<checkpoint>.int8.pt)
+    c = "c"  # model.bin + the standalone C runtime's sources, in a folder (<checkpoint>.c/)
+    onnx = "onnx"  # the float model as an ONNX graph, state in and out (<checkpoint>.onnx)
+
+
 @dataclass
 class ExportConfig:
     task_name: str = "export"
-    ckpt_path: str = MISSING  # a checkpoint trained with quant=qat
-    out: str | None = None  # integer model file (default: <checkpoint>.int8.pt beside it)
+    ckpt_path: str = MISSING  # QAT checkpoint (int8, c; or an .int8.pt for c), float one (onnx)
+    format: ExportFormat = ExportFormat.int8
+    out: str | None = None  # file (int8, onnx) or folder (c); default: beside the checkpoint
     tables: Tables = Tables.interpolated
     paths: Any = MISSING
 

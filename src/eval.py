@@ -5,8 +5,8 @@ vocabulary differs from the one the model was trained on, and prints the split's
 perplexity; the last line of output is one JSON object of the metrics (also written to a file).
 
 ``engine=float`` runs the Lightning model as trained (float, or fake-quantized for a QAT
-checkpoint). ``engine=int8`` runs the integer-only engine (``src.quant.engine``, on CPU) on a QAT
-checkpoint, converted on the fly, or on a file written by ``python -m src.export``.
+checkpoint). ``engine=int8`` runs the integer-only engine (``src.quant.integer``, on CPU) on
+a QAT checkpoint, converted on the fly, or on a file written by ``python -m src.export``.
 
 ``pointer.enabled=true`` adds the continuous cache pointer, ``dynamic.enabled=true`` dynamic
 evaluation (``src.evaluation.cli_options``); each reports its perplexity beside the plain one.
@@ -26,11 +26,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from src.checks import check_config, one_line_config_errors
 from src.config import register_configs
 from src.data.datamodule import LMDataModule
 from src.evaluation.cli_options import describe, pick_device, run_extras
-from src.quant import export as qexport
-from src.quant.engine import IntegerLM
+from src.quant.integer import convert as qconvert
+from src.quant.integer import export as qexport
+from src.quant.integer.engine import IntegerLM
 from src.training.checkpoint import load_module
 from src.utils.io import atomic_write_json
 
@@ -98,7 +100,7 @@ def load_integer_model(path: Path) -> tuple[IntegerLM, dict[str, Any]]:
     if qexport.is_export(payload):
         return qexport.from_payload(payload), payload.get("meta", {})
     module, _ = load_module(path)
-    lm, _ = qexport.convert(module.model)
+    lm, _ = qconvert.convert(module.model)
     meta = {"vocab": module.vocab, "data": dict(module.hparams.data)}
     return qexport.expand_tables(lm), meta
 
@@ -175,6 +177,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    check_config(cfg)  # bad values: one line each, exit 2, before the checkpoint is read
     results = evaluate(cfg)
     print(f"{results['split']}: loss {results['loss']:.4f}  perplexity {results['ppl']:.2f}")
     if extras := describe(results):
@@ -183,4 +186,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_config_errors():  # Hydra's composition errors too
+        main()

@@ -1,6 +1,6 @@
 """Export the integer-only model: ``python -m src.export ckpt_path=PATH [out=FILE]``.
 
-Loads a checkpoint trained with ``quant=qat``, converts it (:func:`src.quant.export.convert`:
+Loads a checkpoint trained with ``quant=qat``, converts it (``src.quant.integer.convert``:
 int8 weights, int32 biases, scales, fixed-point multipliers and shifts, lookup tables), writes
 the file atomically with the vocabulary and data settings that ``python -m src.eval
 ckpt_path=FILE engine=int8`` needs, and prints its size beside the checkpoint's; the last line
@@ -17,8 +17,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from src.checks import check_config, one_line_config_errors
 from src.config import register_configs
-from src.quant import export as qexport
+from src.quant.integer import convert as qconvert
+from src.quant.integer import export as qexport
 from src.training.checkpoint import load_module
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = Path(cfg.ckpt_path)
     module, _ = load_module(ckpt_path)
     tables = cfg.tables.value if hasattr(cfg.tables, "value") else str(cfg.tables)
-    lm, scales = qexport.convert(module.model, tables=tables)
+    lm, scales = qconvert.convert(module.model, tables=tables)
     meta = {
         "vocab": module.vocab,
         "data": dict(module.hparams.data),
@@ -57,6 +59,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
+    check_config(cfg)  # bad values: one line each, exit 2, before the checkpoint is read
     r = export(cfg)
     mib = 2.0**20
     print(
@@ -67,4 +70,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_config_errors():  # Hydra's composition errors too
+        main()

@@ -19,6 +19,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from src.checks import check_config, one_line_config_errors
 from src.data.corpus import EOS, UNK
 from src.models.awd import AWDLSTM
 from src.training.checkpoint import load_module
@@ -106,8 +107,10 @@ def generate(cfg: DictConfig) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
+    check_config(cfg)  # bad values: one line each, exit 2, before the checkpoint is read
     print(generate(cfg), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_config_errors():  # Hydra's composition errors too
+        main()

@@ -16,12 +16,16 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from src.checks import check_config, one_line_config_errors
 from src.config import register_configs
 from src.data.datamodule import LMDataModule
 from src.training.module import LMModule
+from src.training.run_logs import keep_wandb_run_id
 from src.utils.io import atomic_write_json, atomic_write_text
+from src.utils.provenance import write_provenance
 from src.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job and return its results (also written to ``results.json``)."""
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:  # first, so that a run that crashes has it too
+        write_provenance(out_dir, cfg.trainer.get("accelerator"))
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
     if cfg.model.get("compile_cell", False):  # compiled cells: keep inductor's code cache
@@ -90,6 +96,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.trainer.get("enable_progress_bar", True):
         # trainer.enable_progress_bar=false means no bar, including the configured rich one
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+    keep_wandb_run_id(cfg)  # a resumed run continues its wandb run (src/training/run_logs.py)
     loggers = instantiate_group(cfg.get("logger"))
     for lg in loggers:
         lg.log_hyperparams(container(cfg))
@@ -143,8 +150,10 @@ def optimized_value(results: dict[str, Any], metric: str) -> float:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns ``optimized_metric`` (default val/ppl) for sweepers."""
+    check_config(cfg)  # bad values: one line each, exit 2, before any data or model
     return optimized_value(train(cfg), cfg.optimized_metric)
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_config_errors():  # Hydra's composition errors too
+        main()

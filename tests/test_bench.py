@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from src import bench
+from src.benchmarks import cache as bench
 from src.data import corpus
 from tests.conftest import REPO, write_tiny_corpus
 

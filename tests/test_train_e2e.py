@@ -55,6 +55,8 @@ def test_smoke_run_fills_the_run_folder(smoke_run: Path) -> None:
     assert (smoke_run / ".hydra" / "config.yaml").is_file()
     assert (smoke_run / "checkpoints" / "best.ckpt").is_file()
     assert (smoke_run / "checkpoints" / "last.ckpt").is_file()
+    provenance = json.loads((smoke_run / "provenance.json").read_text())
+    assert provenance["versions"]["torch"] and "experiment=smoke" in provenance["argv"]
     metrics = (smoke_run / "csv" / "metrics.csv").read_text()
     for column in ("train/loss", "val/loss", "val/ppl", "lr", "train/tokens_per_sec"):
         assert column in metrics.splitlines()[0]

@@ -21,12 +21,6 @@ from src.models.dropout import (
 )
 from src.models.mlstm import MLSTMOptions
 from src.models.recurrent import State, build_recurrent_layer
-from src.quant.qat_modules import (
-    QuantLinear,
-    activation_quantizer,
-    embedding_quantizer,
-    weight_quantizer,
-)
 
 
 @dataclass
@@ -46,7 +40,7 @@ class AWDLSTMConfig:
     recurrent_dropout: float = 0.0  # Gal & Ghahramani dropout on h_{t-1} (loop runner)
     tie_weights: bool = True  # [tied] decoder weight is the embedding matrix
     cell: str = "lstm"  # lstm | mlstm (Krause et al. 2016); see recurrent.LAYERS
-    runner: str = "auto"  # auto | cudnn | loop | qat (see recurrent.resolve_runner)
+    runner: str = "auto"  # auto | cudnn | loop (see recurrent.resolve_runner); quant=qat: auto
     compile_cell: bool = False  # torch.compile the per-step cell (loop and qat runners; GPU)
     init_range: float = 0.1  # embedding and decoder weights U(-r, r)
     mlstm: MLSTMOptions = field(default_factory=MLSTMOptions)  # cell options when cell: mlstm
@@ -86,11 +80,11 @@ class LMOutput(NamedTuple):
 class AWDLSTM(nn.Module):
     """AWD-LSTM: embedding dropout, locked dropouts, weight-dropped LSTMs, tied decoder."""
 
-    def __init__(self, config: AWDLSTMConfig, quant: object | None = None) -> None:
-        """`quant`: a `src.quant.config.QuantConfig`; enabled -> quantization-aware layers."""
+    def __init__(self, config: AWDLSTMConfig) -> None:
+        """Float layers only; quantization-aware training transforms the built model
+        (`src.quant.qat.prepare`)."""
         super().__init__()
         self.config = c = config
-        self.quant = quant
         sizes = self.layer_sizes()
         if c.tie_weights and sizes[-1][1] != c.emb_size:
             raise ValueError(
@@ -98,10 +92,6 @@ class AWDLSTM(nn.Module):
                 f"weight is the embedding matrix), but it outputs {sizes[-1][1]}"
             )
         self.embedding = nn.Embedding(c.vocab_size, c.emb_size)
-        # QAT (docs/quantization.md): int8 per-row embedding, int8 affine layer-1 input;
-        # nn.Identity in float.
-        self.embedding_quant = embedding_quantizer(quant)
-        self.input_quant = activation_quantizer(quant, "input")
         self.input_dropout = LockedDropout(c.dropout_input)
         self.layers = nn.ModuleList(
             build_recurrent_layer(
@@ -113,16 +103,13 @@ class AWDLSTM(nn.Module):
                 runner=c.runner,
                 compile_cell=c.compile_cell,
                 cell=c.cell,
-                quant=quant,
                 **self.cell_options(cell_size, output_size),
             )
             for input_size, cell_size, output_size in self.layer_specs()
         )
         self.hidden_dropout = LockedDropout(c.dropout_hidden)
         self.output_dropout = LockedDropout(c.dropout_output)
-        self.decoder = QuantLinear(
-            sizes[-1][1], c.vocab_size, weight_quant=weight_quantizer(quant, "decoder")
-        )
+        self.decoder = nn.Linear(sizes[-1][1], c.vocab_size)
         if c.tie_weights:
             # Inan et al. 2017; Press & Wolf 2017: one Parameter for both
             self.decoder.weight = self.embedding.weight
@@ -187,7 +174,7 @@ class AWDLSTM(nn.Module):
         """tokens [T, B] -> LMOutput; `hidden` None starts every layer from zeros."""
         c = self.config
         weight = embedding_dropout(self.embedding.weight, c.dropout_emb, self.training)
-        x = self.input_dropout(self.input_quant(self.embedding_quant(F.embedding(tokens, weight))))
+        x = self.input_dropout(F.embedding(tokens, weight))
         if hidden is None:
             hidden = [None] * len(self.layers)
         new_hidden, raw_outputs, dropped_outputs = [], [], []

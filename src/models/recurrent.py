@@ -9,8 +9,10 @@ and names its parameters as a single-layer `nn.LSTM` (`weight_ih_l0`, `weight_hh
 under its cell and runner names (`LAYERS[(cell, runner)]`, e.g. `("lstm", "cudnn")`) and built as
 `cls(input_size, hidden_size, recurrent_dropout=..., **options)`; its class attribute
 `recurrent_weight_names` lists the hidden-to-hidden weights that weight drop applies to.
-Cells and runners defined elsewhere (the mLSTM, the fake-quantized cells) register themselves when
-their module is imported; `PLUGIN_MODULES` lists those modules.
+Cells defined elsewhere in `src.models` (the mLSTM) register themselves when their module is
+imported; `PLUGIN_MODULES` lists those modules. Layers registered by higher packages (the
+fake-quantized `(cell, "qat")` layers of `src.quant.qat`) are not built here:
+`src.quant.qat.prepare` swaps them into a built float model.
 """
 
 from __future__ import annotations
@@ -30,11 +32,7 @@ LAYERS: dict[tuple[str, str], type[nn.Module]] = {}
 
 # Modules that register further cells/runners on import (kept out of this file's imports so
 # recurrent.py does not depend on them).
-PLUGIN_MODULES: tuple[str, ...] = (
-    "src.models.mlstm",
-    "src.quant.qat_layers",
-    "src.quant.qat_mlstm",
-)
+PLUGIN_MODULES: tuple[str, ...] = ("src.models.mlstm",)
 
 
 def register_layer(cell: str, runner: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -155,20 +153,12 @@ class LoopLSTMLayer(nn.Module):
         )
 
 
-def resolve_runner(cell: str, runner: str, recurrent_dropout: float, quantized: bool) -> str:
+def resolve_runner(cell: str, runner: str, recurrent_dropout: float) -> str:
     """`auto` -> the fastest runner that supports the request.
 
-    Quantization-aware training needs the `qat` runner (explicit matmuls to fake-quantize);
-    recurrent dropout needs a per-step runner; otherwise the fused cuDNN/ATen kernel if the cell
+    Recurrent dropout needs a per-step runner; otherwise the fused cuDNN/ATen kernel if the cell
     has one.
     """
-    if quantized:
-        if runner not in ("auto", "qat"):
-            raise ValueError(
-                f"runner={runner!r} cannot fake-quantize; quantization-aware training uses "
-                "runner='qat' (or 'auto')"
-            )
-        return "qat"
     if runner != "auto":
         return runner
     if recurrent_dropout == 0 and (cell, "cudnn") in LAYERS:
@@ -220,30 +210,25 @@ def build_recurrent_layer(
     recurrent_dropout: float,
     runner: str = "auto",
     cell: str = "lstm",
-    quant: object | None = None,
     compile_cell: bool = False,
     **options: object,
 ) -> nn.Module:
     """One recurrent layer, its recurrent weights wrapped in WeightDrop when weight_drop > 0.
 
-    `quant` (a `src.quant.config.QuantConfig` with `enabled: true`) selects the fake-quantized
-    layer of the cell; `options` are the cell's own settings, passed to its constructor.
+    `options` are the cell's own settings, passed to its constructor.
     `compile_cell` compiles the per-step cell of a loop or fake-quantized runner
     (:func:`compiled_cell`).
     """
     check_probability(weight_drop, "weight_drop")
     check_weight_drop_mode(weight_drop_mode)
     check_probability(recurrent_dropout, "recurrent_dropout")
-    quantized = bool(quant is not None and getattr(quant, "enabled", False))
-    if (cell, "cudnn") not in LAYERS or quantized or cell != "lstm":
+    if cell != "lstm":
         load_plugins()
-    runner = resolve_runner(cell, runner, recurrent_dropout, quantized)
+    runner = resolve_runner(cell, runner, recurrent_dropout)
     if (cell, runner) not in LAYERS:
         known = sorted({f"{c}/{r}" for c, r in LAYERS})
         raise ValueError(f"no layer for cell={cell!r} runner={runner!r}; known: {known}")
     cls = LAYERS[(cell, runner)]
-    if quantized:
-        options = {**options, "quant": quant}
     layer = cls(input_size, hidden_size, recurrent_dropout=recurrent_dropout, **options)
     if compile_cell and hasattr(layer, "cell_fn"):  # the fused cuDNN runner has nothing to
         layer.cell_fn = compiled_cell(layer.cell_fn)  # compile; loop and qat cells do

@@ -1,67 +1,9 @@
-"""Quantization: integer fixed-point primitives, fake quantizers, activation lookup tables."""
+"""Quantization: 8-bit quantization-aware training and the integer-only engine.
 
-from .fake_quant import (
-    EMAMinMaxObserver,
-    FakeQuantize,
-    FixedScaleFakeQuantize,
-    PowerOfTwoFakeQuantize,
-    WeightFakeQuantize,
-    dequantize,
-    enable_fake_quant,
-    enable_observer,
-    qrange,
-    quantize,
-    quantize_bias,
-    quantizers,
-    reset_observers,
-)
-from .fixed_point import (
-    INT32_MAX,
-    INT32_MIN,
-    clamp_to_int8,
-    clamp_to_int16,
-    int_matmul,
-    multiply_by_quantized_multiplier,
-    quantize_multiplier,
-    quantize_multipliers,
-    rounding_divide_by_pot,
-    saturate,
-    saturating_left_shift,
-    saturating_rounding_doubling_high_mul,
-    saturating_rounding_multiply_by_pot,
-)
-from .lut import GATE_EXPONENT, OUTPUT_EXPONENT, Int16LUT, sigmoid_lut, tanh_lut
-
-__all__ = [
-    "GATE_EXPONENT",
-    "INT32_MAX",
-    "INT32_MIN",
-    "OUTPUT_EXPONENT",
-    "EMAMinMaxObserver",
-    "FakeQuantize",
-    "FixedScaleFakeQuantize",
-    "Int16LUT",
-    "PowerOfTwoFakeQuantize",
-    "WeightFakeQuantize",
-    "clamp_to_int8",
-    "clamp_to_int16",
-    "dequantize",
-    "enable_fake_quant",
-    "enable_observer",
-    "int_matmul",
-    "multiply_by_quantized_multiplier",
-    "qrange",
-    "quantize",
-    "quantize_bias",
-    "quantize_multiplier",
-    "quantize_multipliers",
-    "quantizers",
-    "reset_observers",
-    "rounding_divide_by_pot",
-    "saturate",
-    "saturating_left_shift",
-    "saturating_rounding_doubling_high_mul",
-    "saturating_rounding_multiply_by_pot",
-    "sigmoid_lut",
-    "tanh_lut",
-]
+``config`` (the ``quant`` group) and ``scheme`` (the arithmetic both halves share) sit here;
+``qat/`` transforms a float model for quantization-aware training (observers, fake quantizers,
+QAT layers, ``prepare``, calibration, the ``QATSchedule`` callback); ``integer/`` is the
+integer-only engine (fixed point, tables, layers, C kernels, conversion from a QAT model, the
+exported file). ``integer`` reads QAT models; ``qat`` never imports ``integer``. Scheme and
+equations: docs/quantization.md.
+"""

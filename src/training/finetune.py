@@ -14,9 +14,9 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from src.quant.calibration import align_quantizer_state
 from src.training import nt_asgd
 from src.training.checkpoint import read_checkpoint
+from src.training.model_factory import adapt_checkpoint_state
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Finetune(Callback):
         if vocab is not None and ckpt.get("vocab") is not None and list(vocab) != ckpt["vocab"]:
             raise ValueError(f"{self.ckpt_path} was trained on another vocabulary than this run's")
         # a float checkpoint fine-tuned with quant=qat (or the reverse): fresh / dropped observers
-        align_quantizer_state(ckpt["state_dict"], pl_module.state_dict())
+        adapt_checkpoint_state(ckpt["state_dict"], pl_module.state_dict())
         try:
             pl_module.load_state_dict(ckpt["state_dict"])
         except RuntimeError as exc:

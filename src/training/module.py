@@ -16,21 +16,18 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torchmetrics import SumMetric
 
 from src.data.bptt import Window
-from src.models.awd import AWDLSTM, AWDLSTMConfig
-from src.quant.calibration import (
-    align_quantizer_state,
-    calibrate,
-    load_observer_state,
-    observer_state,
-)
-from src.quant.config import QuantConfig
-from src.quant.fake_quant import enable_fake_quant, enable_observer
 from src.training import nt_asgd
 from src.training.loss import lm_loss
+from src.training.model_factory import (
+    adapt_checkpoint_state,
+    build_model,
+    transform_callbacks,
+)
 
 Hidden = list[tuple[Tensor, Tensor]]
 log = logging.getLogger(__name__)
@@ -46,7 +43,9 @@ class LMModule(L.LightningModule):
 
     Args are plain dicts (the composed Hydra groups) so checkpoints rebuild the module alone:
     ``model`` -> :class:`AWDLSTMConfig`, ``optim`` and ``loss`` as in ``src/config.py``, ``data``
-    (kept for evaluation: tokenizer, corpus, batch sizes, ``bptt``).
+    (kept for evaluation: tokenizer, corpus, batch sizes, ``bptt``), ``quant`` (a model
+    transform, :mod:`src.training.model_factory`; its callbacks come from
+    :meth:`configure_callbacks`).
     """
 
     def __init__(
@@ -59,7 +58,7 @@ class LMModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = AWDLSTM(AWDLSTMConfig(**model), quant=QuantConfig(**(quant or {})))
+        self.model = build_model(model, quant)
         self.automatic_optimization = False
         self.char_level = bool(data.get("char_level", False))
         self.vocab: list[str] | None = None  # set by the entry point; saved in checkpoints
@@ -67,10 +66,6 @@ class LMModule(L.LightningModule):
         self.asgd_active = False
         self.val_history: list[float] = []
         self._live_weights: dict[torch.nn.Parameter, Tensor] | None = None
-        # QAT: ranges of the live weights while the averaged ones are evaluated, and the
-        # (fake quant, observers) switches last applied by the schedule.
-        self._live_observers: dict[str, Tensor] | None = None
-        self._quant_switches: tuple[bool, bool] | None = None
         # Token-weighted NLL sums (perplexity = exp(sum / count); REFERENCE §7).
         self.val_nll = SumMetric()
         self.val_tokens = SumMetric()
@@ -82,6 +77,19 @@ class LMModule(L.LightningModule):
         self._restored_hidden: tuple[int, Hidden] | None = None
         self._eval_hidden: Hidden | None = None
         self._last_step_time: float | None = None
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The model transforms' own callbacks (QAT: ``QATSchedule``), once per trainer (a
+        ``trainer.test`` after ``fit`` keeps the instance fit used)."""
+        present = {type(cb) for cb in self.trainer.callbacks} if self._trainer else set()
+        return [
+            cb for cb in transform_callbacks(self.hparams.get("quant")) if type(cb) not in present
+        ]
+
+    @property
+    def evaluating_averages(self) -> bool:
+        """True while NT-ASGD's averaged weights stand in for the live ones (a validation)."""
+        return self._live_weights is not None
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -107,24 +115,7 @@ class LMModule(L.LightningModule):
         self._train_hidden = None
         self._last_step_time = None
 
-    def _apply_quant_schedule(self) -> None:
-        """QAT schedule by optimizer step: float until ``delay_steps`` (observers already
-        tracking ranges, as in Jacob et al.), fake quantization from then on; observers frozen
-        from ``freeze_observers_step``. Switches are applied only when they change."""
-        quant = self.model.quant
-        if not quant.enabled:
-            return
-        step = self.global_step
-        fake_quant = step >= quant.delay_steps
-        freeze = quant.freeze_observers_step
-        observe = freeze is None or step < freeze
-        if self._quant_switches != (fake_quant, observe):
-            enable_fake_quant(self.model, fake_quant)
-            enable_observer(self.model, observe)
-            self._quant_switches = (fake_quant, observe)
-
     def training_step(self, batch: Window, batch_idx: int) -> Tensor:
-        self._apply_quant_schedule()
         inputs, targets, lr_scale = batch
         seq_len, batch_size = inputs.shape
         hidden = self._train_hidden or self.model.init_hidden(batch_size)
@@ -242,23 +233,6 @@ class LMModule(L.LightningModule):
             opt = self.trainer.optimizers[0]
             if nt_asgd.has_averages(opt):
                 self._live_weights = nt_asgd.swap_in_averages(opt)
-                self._recalibrate()
-
-    def _recalibrate(self) -> None:
-        """QAT: re-estimate activation ranges for the averaged weights on
-        ``quant.calibration_batches`` training windows (no grad, no dropout); the live ranges
-        are put back with the live weights in ``on_validation_end``."""
-        quant = self.model.quant
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not quant.enabled or quant.calibration_batches == 0 or datamodule is None:
-            return
-        self._live_observers = observer_state(self.model)
-        # The first windows of this epoch's training pass, read straight from a fresh
-        # WindowIterable without its resume hook, so the run's data position is untouched.
-        train_windows = datamodule.train_dataloader().dataset
-        train_windows.skip_fn = None
-        windows = (window[0].to(self.device) for window in train_windows)
-        calibrate(self.model, windows, quant.calibration_batches)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_hidden = None
@@ -285,9 +259,6 @@ class LMModule(L.LightningModule):
         if self._live_weights is not None:
             nt_asgd.restore_live(self._live_weights)
             self._live_weights = None
-        if self._live_observers is not None:
-            load_observer_state(self.model, self._live_observers)
-            self._live_observers = None
 
     def _switch_to_asgd(self) -> None:
         sgd = self.trainer.optimizers[0]
@@ -313,18 +284,14 @@ class LMModule(L.LightningModule):
                 "epoch": self.current_epoch,
                 "hidden": [(h.cpu(), c.cpu()) for h, c in self._train_hidden],
             }
-        checkpoint["nt_asgd"] = {"active": self.asgd_active, "history": list(self.val_history)}
+        # (update, not replace: callbacks such as QATSchedule may have added their entries)
+        state = checkpoint.setdefault("nt_asgd", {})
+        state.update(active=self.asgd_active, history=list(self.val_history))
         if self._live_weights is not None:
             # The state dict holds the averaged weights (what evaluation should use); keep the
             # live iterate too so a resumed run continues exactly where it was.
             names = {p: n for n, p in self.named_parameters()}
-            checkpoint["nt_asgd"]["live_weights"] = {
-                names[p]: v.cpu() for p, v in self._live_weights.items()
-            }
-        if self._live_observers is not None:
-            checkpoint["nt_asgd"]["live_observers"] = {
-                f"model.{k}": v.cpu() for k, v in self._live_observers.items()
-            }
+            state["live_weights"] = {names[p]: v.cpu() for p, v in self._live_weights.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.vocab = checkpoint.get("vocab")
@@ -338,14 +305,11 @@ class LMModule(L.LightningModule):
             self._restored_hidden = (int(saved["epoch"]), list(saved["hidden"]))
         if resuming and "live_weights" in state:
             checkpoint["state_dict"].update(state["live_weights"])
-        if resuming and "live_observers" in state:
-            checkpoint["state_dict"].update(state["live_observers"])
-        # A float checkpoint fine-tuned with QAT (or the reverse): fill in / drop quantizers.
-        added, dropped = align_quantizer_state(checkpoint["state_dict"], self.state_dict())
+        # written with other model transforms (float <-> QAT): fill in / drop their entries
+        added, dropped = adapt_checkpoint_state(checkpoint["state_dict"], self.state_dict())
         if added or dropped:
             log.info(
-                "checkpoint quantizers: %d fresh (observers calibrate on the first batches), "
-                "%d dropped",
+                "checkpoint adapted to this model: %d entries fresh, %d dropped",
                 len(added),
                 len(dropped),
             )

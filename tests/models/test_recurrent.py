@@ -263,22 +263,18 @@ def test_compiled_fake_quantized_cell_is_exact_and_traced_a_few_times(cell: str)
 
     from torch._dynamo.utils import counters
 
+    from src.models.dropout import WeightDrop
     from src.quant.config import QuantConfig
+    from src.quant.qat.lstm import QATLSTMLayer
+    from src.quant.qat.mlstm import QATMLSTMLayer
 
     options = {} if cell == "lstm" else {"peephole": True, "cell_clip": 1.0, "proj_size": 6}
     if cell == "mlstm":
         options["proj_clip"] = 0.5
     torch.manual_seed(0)
-    eager = build_recurrent_layer(
-        I,
-        H,
-        weight_drop=0.5,
-        weight_drop_mode="elementwise",
-        recurrent_dropout=0.2,
-        cell=cell,
-        quant=QuantConfig(enabled=True),
-        **options,
-    )
+    cls = QATLSTMLayer if cell == "lstm" else QATMLSTMLayer
+    layer = cls(I, H, recurrent_dropout=0.2, quant=QuantConfig(enabled=True), **options)
+    eager = WeightDrop(layer, list(cls.recurrent_weight_names), 0.5, "elementwise")
     x = torch.randn(T, B, I)
     eager(x)  # the first call initializes the observers (in float)
     compiled = copy.deepcopy(eager)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from src.models.awd import AWDLSTM, AWDLSTMConfig
 from src.quant.config import QuantConfig
+from src.quant.qat import prepare
 
 V, E, H = 40, 12, 20
 
@@ -45,7 +46,7 @@ def _train(seed: int, steps: int, num_layers: int, weight_bits: int, **config: o
     torch.manual_seed(seed)
     quant = QuantConfig(enabled=True, weight_bits=weight_bits, ema_momentum=0.1)
     cfg = AWDLSTMConfig(vocab_size=V, emb_size=E, hidden_size=H, num_layers=num_layers, **config)
-    model = AWDLSTM(cfg, quant=quant)
+    model = prepare(AWDLSTM(cfg), quant)
     opt = torch.optim.SGD(model.parameters(), lr=2.0)
     hidden = None
     for step in range(steps):

@@ -13,16 +13,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from src.models.awd import AWDLSTM, AWDLSTMConfig
-from src.quant import export as qexport
 from src.quant.config import QuantConfig
-from src.quant.engine import Requantizer, cell_update, round_shift
-from src.quant.fake_quant import dequantize, quantize
-from src.quant.fixed_point import (
+from src.quant.integer import convert as qconvert
+from src.quant.integer import export as qexport
+from src.quant.integer.engine import Requantizer, cell_update, round_shift
+from src.quant.integer.fixed_point import (
     multiply_by_quantized_multiplier,
+    quantize_multiplier,
     quantize_multipliers,
     rounding_divide_by_pot,
 )
-from src.quant.lut import sigmoid_lut, tanh_lut
+from src.quant.integer.lut import sigmoid_lut, tanh_lut
+from src.quant.qat import prepare
+from src.quant.scheme import dequantize, quantize
 from tests.quant.qat_helpers import V, toy_tokens, trained_qat_model
 
 
@@ -67,7 +70,7 @@ def test_requantizer_is_multiply_by_quantized_multiplier() -> None:
     requant = Requantizer(m0, shift)
     assert torch.equal(requant(acc), multiply_by_quantized_multiplier(acc, m0, shift).long())
     for m in (0.37, 3.5e-7, 1.0):  # per tensor
-        m0_s, shift_s = qexport.quantize_multiplier(m)
+        m0_s, shift_s = quantize_multiplier(m)
         got = Requantizer(m0_s, shift_s)(acc)
         assert torch.equal(got, multiply_by_quantized_multiplier(acc, m0_s, shift_s).long())
 
@@ -126,7 +129,7 @@ def test_one_integer_step_equals_the_fake_quantized_step(
 ) -> None:
     """From the same int8 input, int8 h_{t-1} and int16 c_{t-1}: h_t within one quantization
     step of h (almost always equal), c_t within one gate step (2^-12)."""
-    lm, scales = qexport.convert(model, tables)
+    lm, scales = qconvert.convert(model, tables)
     qexport.expand_tables(lm)
     fq_layer, int_layer = model.layers[layer_index], lm.layers[layer_index]
     sc = scales["layers"][layer_index]
@@ -153,7 +156,7 @@ def assert_integer_model_matches(model: AWDLSTM, max_differing: float = 0.05) ->
     """Over four windows with the state carried (one-step differences can propagate through the
     recurrence): the last layer's h codes agree to a step or two, all but ``max_differing`` of
     them exactly, and the summed NLL to 0.1%."""
-    lm, scales = qexport.convert(model)
+    lm, scales = qconvert.convert(model)
     qexport.expand_tables(lm)
     s_h, z_h = scales["layers"][-1]["hidden"]
     state_f = state_i = None
@@ -179,7 +182,7 @@ def test_integer_model_matches_the_fake_quantized_model(model: AWDLSTM) -> None:
 
 
 def test_zero_state_is_exact(model: AWDLSTM) -> None:
-    lm, scales = qexport.convert(model)
+    lm, scales = qconvert.convert(model)
     for layer, sc in zip(lm.layers, scales["layers"], strict=True):
         h, c = layer.init_state(3)
         assert dequantize(h, *sc["hidden"]).abs().max() == 0 and c.abs().max() == 0
@@ -203,7 +206,7 @@ def test_no_float_tensor_enters_the_recurrence(model: AWDLSTM) -> None:
     """Every tensor read or written by every op from the token ids to the int32 logits, over
     two windows with the state carried, is an integer (or bool) tensor; in ``score`` the first
     float tensor is the dequantization of the final int32 logits."""
-    lm, _ = qexport.convert(model)
+    lm, _ = qconvert.convert(model)
     qexport.expand_tables(lm)
     tokens = toy_tokens(9, 4, seed=7)
     state = lm.init_state(4)
@@ -228,7 +231,7 @@ def test_no_float_tensor_enters_the_recurrence(model: AWDLSTM) -> None:
 
 def test_four_bit_weights_convert_and_agree() -> None:
     m = trained_qat_model(seed=1, weight_bits=4)
-    lm, _ = qexport.convert(m)
+    lm, _ = qconvert.convert(m)
     for layer in lm.layers:
         for w in (layer.weight_ih, layer.weight_hh):
             assert w.dtype == torch.int8 and w.abs().max() == 7
@@ -249,25 +252,26 @@ def test_four_bit_weights_convert_and_agree() -> None:
 def test_convert_refuses_models_it_cannot_run() -> None:
     float_model = AWDLSTM(AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=1))
     with pytest.raises(ValueError, match="float model"):
-        qexport.convert(float_model)
+        qconvert.convert(float_model)
     partial = QuantConfig(enabled=True, tensors=["weights", "hidden"])
     with pytest.raises(ValueError, match="every tensor"):
-        qexport.convert(
-            AWDLSTM(
-                AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=1), quant=partial
+        qconvert.convert(
+            prepare(
+                AWDLSTM(AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=1)),
+                partial,
             )
         )
-    untrained = AWDLSTM(
-        AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=1),
-        quant=QuantConfig(enabled=True),
+    untrained = prepare(
+        AWDLSTM(AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=1)),
+        QuantConfig(enabled=True),
     )
     with pytest.raises(ValueError, match="never observed"):
-        qexport.convert(untrained)
+        qconvert.convert(untrained)
 
 
 @pytest.mark.parametrize("tables", ["interpolated", "full"])
 def test_file_round_trip(model: AWDLSTM, tmp_path: Path, tables: str) -> None:
-    lm, scales = qexport.convert(model, tables)
+    lm, scales = qconvert.convert(model, tables)
     meta = {"vocab": [str(i) for i in range(V)], "data": {"corpus": "toy", "bptt": 8}}
     path = tmp_path / "model.int8.pt"
     size = qexport.save(path, qexport.to_payload(lm, tables, scales, meta))
@@ -295,7 +299,7 @@ def test_file_round_trip(model: AWDLSTM, tmp_path: Path, tables: str) -> None:
 def test_exported_integer_constants(model: AWDLSTM) -> None:
     """Multipliers reproduce their real rescale factors to 2^-30 relative; biases fold the zero
     points in; every engine tensor has its integer type."""
-    lm, scales = qexport.convert(model)
+    lm, scales = qconvert.convert(model)
     for layer, sc in zip(lm.layers, scales["layers"], strict=True):
         s_x, z_x = sc["input"]
         real = s_x * sc["weight_ih"].double() * 2.0**12

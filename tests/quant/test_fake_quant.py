@@ -5,21 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from src.quant.fake_quant import (
-    EMAMinMaxObserver,
+from src.quant.qat.fake_quant import (
     FakeQuantize,
     FixedScaleFakeQuantize,
     PowerOfTwoFakeQuantize,
     WeightFakeQuantize,
-    dequantize,
     enable_fake_quant,
     enable_observer,
-    qrange,
-    quantize,
-    quantize_bias,
     quantizers,
     reset_observers,
 )
+from src.quant.qat.observers import EMAMinMaxObserver
+from src.quant.scheme import dequantize, qrange, quantize, quantize_bias
 
 
 def randn(*shape: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from src.quant.fixed_point import (
+from src.quant.integer.fixed_point import (
     INT32_MAX,
     INT32_MIN,
     INT_MM_MAX_K,

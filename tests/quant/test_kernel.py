@@ -1,5 +1,5 @@
-"""The fused C kernel of the integer LSTM (src/quant/int_lstm.c via src/quant/kernel.py): bit for
-bit the torch step loop of IntegerLSTMLayer, on random codes and constants that reach every
+"""The fused C kernel of the integer LSTM (src/quant/integer/int_lstm.c via kernel_lstm.py): bit
+for bit the torch step loop of IntegerLSTMLayer, on random codes and constants that reach every
 corner (left shifts, int32 wrap of the bias add, saturation, padding, 4-bit h), in both the
 AVX-512 VNNI build and the portable C build; and the fallbacks."""
 
@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.quant import export as qexport
-from src.quant import kernel
-from src.quant.engine import IntegerLSTMLayer, IntegerRecurrentLayer
-from src.quant.fixed_point import quantize_multiplier, quantize_multipliers
-from src.quant.lut import sigmoid_lut, tanh_lut
+from src.quant.integer import convert as qconvert
+from src.quant.integer import export as qexport
+from src.quant.integer import kernel
+from src.quant.integer.engine import IntegerLSTMLayer, IntegerRecurrentLayer
+from src.quant.integer.fixed_point import quantize_multiplier, quantize_multipliers
+from src.quant.integer.lut import sigmoid_lut, tanh_lut
 from tests.quant.qat_helpers import toy_tokens, trained_qat_model
 
 NATIVE = kernel.load()
@@ -130,7 +131,7 @@ def test_kernel_is_bit_identical_to_the_step_loop(
         ref = layer.forward_steps(x, (h, c))
         torch.set_num_threads(1 + seed)  # the batch rows split over 1, 2 and 3 threads
         try:
-            got = kernel.layer_forward(layer, x, h, c, kernel=kern)
+            got = layer.kernel_forward(x, h, c, kernel=kern)
         finally:
             torch.set_num_threads(threads)
         assert_same(got, ref)
@@ -140,7 +141,7 @@ def test_kernel_is_bit_identical_to_the_step_loop(
         # the state carried into a second window
         x2, _, _ = random_inputs(layer, steps, batch, seed + 200)
         assert_same(
-            kernel.layer_forward(layer, x2, *got[1], kernel=kern),
+            layer.kernel_forward(x2, *got[1], kernel=kern),
             layer.forward_steps(x2, ref[1]),
         )
 
@@ -174,7 +175,7 @@ def assert_kernel_leaves_the_model_unchanged(lm: object, on_kernel_call=None) ->
 @needs_kernel
 def test_the_integer_model_is_unchanged_by_the_kernel() -> None:
     """Whole model, two windows with the state carried: int32 logits, states and scores equal."""
-    lm, _ = qexport.convert(trained_qat_model(seed=0))
+    lm, _ = qconvert.convert(trained_qat_model(seed=0))
     assert_kernel_leaves_the_model_unchanged(qexport.expand_tables(lm))
 
 
@@ -182,10 +183,10 @@ def test_the_integer_model_is_unchanged_by_the_kernel() -> None:
 def test_when_the_kernel_runs() -> None:
     layer = random_layer(6, 8, 12, seed=0)
     x, h, c = random_inputs(layer, 3, 2, seed=1)
-    assert kernel.usable(layer, x, h, c)
+    assert layer.kernel_usable(x, h, c)
     kernel.set_enabled(False)
     try:
-        assert not kernel.usable(layer, x, h, c)
+        assert not layer.kernel_usable(x, h, c)
     finally:
         kernel.set_enabled(None)
 
@@ -195,7 +196,7 @@ def test_when_the_kernel_runs() -> None:
 
     other = OtherStep.__new__(OtherStep)
     other.__dict__.update(layer.__dict__)
-    assert not kernel.usable(other, x, h, c)
+    assert not other.kernel_usable(x, h, c)
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Seen(TorchDispatchMode):
@@ -203,7 +204,7 @@ def test_when_the_kernel_runs() -> None:
             return func(*args, **(kwargs or {}))
 
     with Seen():
-        assert not kernel.usable(layer, x, h, c)
+        assert not layer.kernel_usable(x, h, c)
 
 
 def test_the_kernel_source_is_integer_only() -> None:

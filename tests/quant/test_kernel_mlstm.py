@@ -1,5 +1,5 @@
-"""The fused C kernel of the integer mLSTM (``awd_int_mlstm_layer`` in src/quant/int_lstm.c via
-src/quant/kernel.py): bit for bit the torch step loop of IntegerMLSTMLayer, on layers converted
+"""The fused C kernel of the integer mLSTM (``awd_int_mlstm_layer`` in src/quant/integer/int_lstm.c
+via kernel_mlstm.py): bit for bit the torch step loop of IntegerMLSTMLayer, on layers converted
 from trained QAT models (the plain cell and every option: peepholes, cell clip, projection with
 a clip), on "wild" copies of them whose constants reach the corners (left shifts, int32 wrap of
 the bias adds, saturation), in both the AVX-512 VNNI build and the portable C build, over 1 to 3
@@ -13,10 +13,11 @@ import copy
 import pytest
 import torch
 
-from src.quant import export as qexport
-from src.quant import kernel
-from src.quant.engine_mlstm import IntegerMLSTMLayer
-from src.quant.fixed_point import int_matmul, quantize_multiplier, quantize_multipliers
+from src.quant.integer import convert as qconvert
+from src.quant.integer import export as qexport
+from src.quant.integer import kernel, kernel_mlstm
+from src.quant.integer.engine_mlstm import IntegerMLSTMLayer
+from src.quant.integer.fixed_point import int_matmul, quantize_multiplier, quantize_multipliers
 from tests.quant.qat_helpers import trained_qat_model
 from tests.quant.test_kernel import (
     assert_kernel_leaves_the_model_unchanged,
@@ -40,7 +41,7 @@ OPTIONS = {
 @pytest.fixture(scope="module", params=list(OPTIONS))
 def int_model(request: pytest.FixtureRequest):  # noqa: ANN201
     """The converted integer model (interpolated tables, as exported)."""
-    lm, _ = qexport.convert(trained_qat_model(seed=0, cell="mlstm", mlstm=OPTIONS[request.param]))
+    lm, _ = qconvert.convert(trained_qat_model(seed=0, cell="mlstm", mlstm=OPTIONS[request.param]))
     return lm
 
 
@@ -92,13 +93,13 @@ def test_kernel_is_bit_identical_to_the_step_loop(
             ref = layer.forward_steps(x, (h, c))
             torch.set_num_threads(1 + seed)  # the batch rows split over 1, 2 and 3 threads
             try:
-                got = kernel.layer_forward(layer, x, h, c, kernel=kern)
+                got = layer.kernel_forward(x, h, c, kernel=kern)
                 assert_same(got, ref)
                 assert torch.equal(c, random_inputs(layer, 6, batch, 100 * index + seed)[2])
                 # the state carried into a second window
                 x2, _, _ = random_inputs(layer, 5, batch, 100 * index + seed + 50)
                 assert_same(
-                    kernel.layer_forward(layer, x2, *got[1], kernel=kern),
+                    layer.kernel_forward(x2, *got[1], kernel=kern),
                     layer.forward_steps(x2, ref[1]),
                 )
             finally:
@@ -131,8 +132,10 @@ def test_the_integer_model_is_unchanged_by_the_kernel(
     with the kernel on, every layer ran in it."""
     lm = qexport.expand_tables(copy.deepcopy(int_model))
     calls = []
-    run = kernel._mlstm_forward
-    monkeypatch.setattr(kernel, "_mlstm_forward", lambda *a: calls.append(1) or run(*a))
+    run = kernel_mlstm.layer_forward
+    monkeypatch.setattr(
+        kernel_mlstm, "layer_forward", lambda *a, **k: calls.append(1) or run(*a, **k)
+    )
 
     def count(on: bool) -> None:
         assert len(calls) == (3 * len(lm.layers) if on else 0)
@@ -144,12 +147,12 @@ def test_the_integer_model_is_unchanged_by_the_kernel(
 def test_the_pack_is_cached_and_rebuilt_when_a_buffer_changes(int_model) -> None:
     layer = wild_copy(int_model.layers[0], seed=0)
     x, h, c = random_inputs(layer, 3, 2, seed=1)
-    kernel.layer_forward(layer, x, h, c, kernel=NATIVE)
+    layer.kernel_forward(x, h, c, kernel=NATIVE)
     pack = layer._kernel_packs[NATIVE.packed]
-    kernel.layer_forward(layer, x, h, c, kernel=NATIVE)
+    layer.kernel_forward(x, h, c, kernel=NATIVE)
     assert layer._kernel_packs[NATIVE.packed] is pack
     layer.weight_hm.neg_()  # in place: the version counter moves
-    assert_same(kernel.layer_forward(layer, x, h, c, kernel=NATIVE), layer.forward_steps(x, (h, c)))
+    assert_same(layer.kernel_forward(x, h, c, kernel=NATIVE), layer.forward_steps(x, (h, c)))
     assert layer._kernel_packs[NATIVE.packed] is not pack
 
 
@@ -157,12 +160,12 @@ def test_the_pack_is_cached_and_rebuilt_when_a_buffer_changes(int_model) -> None
 def test_when_the_kernel_runs(int_model) -> None:
     layer = int_model.layers[0]
     x, h, c = random_inputs(layer, 3, 2, seed=1)
-    assert kernel.usable(layer, x, h, c)
-    assert not kernel.usable(layer, x, h[:, :-1], c)  # wrong shapes: the torch path raises
-    assert not kernel.usable(layer, x.to(torch.int16), h, c)
+    assert layer.kernel_usable(x, h, c)
+    assert not layer.kernel_usable(x, h[:, :-1], c)  # wrong shapes: the torch path raises
+    assert not layer.kernel_usable(x.to(torch.int16), h, c)
     kernel.set_enabled(False)
     try:
-        assert not kernel.usable(layer, x, h, c)
+        assert not layer.kernel_usable(x, h, c)
     finally:
         kernel.set_enabled(None)
 
@@ -172,7 +175,7 @@ def test_when_the_kernel_runs(int_model) -> None:
 
     other = OtherStep.__new__(OtherStep)
     other.__dict__.update(layer.__dict__)
-    assert not kernel.usable(other, x, h, c)
+    assert not other.kernel_usable(x, h, c)
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Seen(TorchDispatchMode):
@@ -180,4 +183,4 @@ def test_when_the_kernel_runs(int_model) -> None:
             return func(*args, **(kwargs or {}))
 
     with Seen():
-        assert not kernel.usable(layer, x, h, c)
+        assert not layer.kernel_usable(x, h, c)

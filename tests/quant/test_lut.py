@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from src.quant.lut import (
-    GATE_EXPONENT,
+from src.quant.integer.lut import (
     Int16LUT,
     build_full_table,
     build_interpolated_table,
@@ -14,6 +13,7 @@ from src.quant.lut import (
     sigmoid_lut,
     tanh_lut,
 )
+from src.quant.scheme import GATE_EXPONENT
 
 ALL = torch.arange(-32768, 32768).to(torch.int16)
 STEP = 2.0**-15  # one output step

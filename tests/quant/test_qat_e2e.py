@@ -13,8 +13,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from src.quant.calibration import observer_state
-from src.quant.fake_quant import quantizers
+from src.quant.qat.calibration import observer_state
+from src.quant.qat.fake_quant import quantizers
 from tests.conftest import CONF_DIR
 from tests.test_train_e2e import run_cli
 
@@ -147,17 +147,18 @@ def test_asgd_averages_are_recalibrated_and_live_ranges_restored(
 ) -> None:
     """After the NT-ASGD switch, validation and checkpoints use the averaged weights with
     ranges re-calibrated on training windows; training continues with the live ranges."""
+    import src.quant.qat.schedule as schedule_mod
     import src.training.module as module_mod
 
     monkeypatch.setattr(module_mod.nt_asgd, "should_switch_to_asgd", lambda h, v, n: len(h) >= 1)
     calls: list[int] = []
-    original = module_mod.calibrate
+    original = schedule_mod.calibrate
 
     def spy(model, windows, num_batches):  # noqa: ANN001, ANN202
         calls.append(original(model, windows, num_batches))
         return calls[-1]
 
-    monkeypatch.setattr(module_mod, "calibrate", spy)
+    monkeypatch.setattr(schedule_mod, "calibrate", spy)
     records = spy_training_steps(monkeypatch)
     results = run_tiny("quant=qat", "quant.calibration_batches=3", "trainer.max_epochs=3")
     assert calls == [3]  # switch at epoch 2's validation; epoch 3's validates the averages

@@ -11,22 +11,18 @@ from torch import nn
 
 from src.models.awd import AWDLSTM, AWDLSTMConfig
 from src.models.dropout import WeightDrop
-from src.models.recurrent import LAYERS, LoopLSTMLayer, build_recurrent_layer
-from src.quant.calibration import (
+from src.models.recurrent import LAYERS, LoopLSTMLayer
+from src.quant.config import QUANTIZABLE_TENSORS, QuantConfig
+from src.quant.qat import prepare
+from src.quant.qat.calibration import (
     align_quantizer_state,
     calibrate,
     load_observer_state,
     observer_state,
 )
-from src.quant.config import QUANTIZABLE_TENSORS, QuantConfig
-from src.quant.fake_quant import (
-    EMAMinMaxObserver,
-    FakeQuantize,
-    WeightFakeQuantize,
-    enable_fake_quant,
-    quantizers,
-)
-from src.quant.qat_layers import QATLSTMLayer
+from src.quant.qat.fake_quant import FakeQuantize, WeightFakeQuantize, enable_fake_quant, quantizers
+from src.quant.qat.lstm import QATLSTMLayer
+from src.quant.qat.observers import EMAMinMaxObserver
 from tests.quant.qat_helpers import V, toy_tokens, trained_qat_model
 
 T, B, I, H = 7, 3, 5, 6
@@ -38,31 +34,26 @@ def qat_layer(recurrent_dropout: float = 0.0, **quant: object) -> QATLSTMLayer:
     return QATLSTMLayer(I, H, recurrent_dropout, quant=QuantConfig(enabled=True, **quant))
 
 
-def test_registered_and_built_when_quant_is_enabled() -> None:
+def test_prepare_swaps_in_the_registered_qat_layer() -> None:
+    """`prepare` replaces each float layer (the fused runner under `auto`) by the registered
+    ("lstm", "qat") layer, inside the same weight drop, with the same weights; float stays."""
     assert LAYERS[("lstm", "qat")] is QATLSTMLayer
-    layer = build_recurrent_layer(
-        I, H, weight_drop=0.5, weight_drop_mode="row", recurrent_dropout=0.0, quant=QAT
-    )
-    assert isinstance(layer, WeightDrop) and isinstance(layer.module, QATLSTMLayer)
-    float_layer = build_recurrent_layer(
-        I,
-        H,
-        weight_drop=0.0,
-        weight_drop_mode="elementwise",
-        recurrent_dropout=0.0,
-        quant=QuantConfig(),
-    )
-    assert not isinstance(float_layer, QATLSTMLayer)  # quant=none keeps the fused runner
-    with pytest.raises(ValueError, match="qat"):
-        build_recurrent_layer(
-            I,
-            H,
-            weight_drop=0.0,
-            weight_drop_mode="elementwise",
-            recurrent_dropout=0.0,
-            runner="cudnn",
-            quant=QAT,
-        )
+    cfg = AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=H, num_layers=2, weight_drop=0.5)
+    torch.manual_seed(0)
+    float_model = AWDLSTM(cfg)
+    weights = {k: v.clone() for k, v in float_model.state_dict().items()}
+    assert not isinstance(float_model.layers[0].module, QATLSTMLayer)  # the fused runner
+    model = prepare(float_model, QAT)
+    for layer in model.layers:
+        assert isinstance(layer, WeightDrop) and isinstance(layer.module, QATLSTMLayer)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in weights.items())
+    assert model.decoder.weight is model.embedding.weight  # still tied
+    assert prepare(AWDLSTM(cfg), QuantConfig()).layers[0].module.__class__ is not QATLSTMLayer
+    with pytest.raises(ValueError, match="runner"):
+        prepare(AWDLSTM(AWDLSTMConfig(runner="cudnn")), QAT)
+    with pytest.raises(ValueError, match="already"):
+        prepare(model, QAT)
 
 
 def test_float_parameters_load_and_quantization_off_is_the_float_layer() -> None:
@@ -193,9 +184,9 @@ def test_four_bit_weights() -> None:
 
 
 def test_tensor_subset_leaves_the_rest_float() -> None:
-    model = AWDLSTM(
-        AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=1),
-        quant=QuantConfig(enabled=True, tensors=["weights"]),
+    model = prepare(
+        AWDLSTM(AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=1)),
+        QuantConfig(enabled=True, tensors=["weights"]),
     )
     layer = model.layers[0].module
     assert isinstance(layer.weight_ih_quant, WeightFakeQuantize)
@@ -209,8 +200,9 @@ def test_tensor_subset_leaves_the_rest_float() -> None:
 def test_float_model_is_unchanged() -> None:
     """quant=none: identity quantizers, no extra state, the fused runner."""
     torch.manual_seed(0)
-    model = AWDLSTM(
-        AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=2), quant=QuantConfig()
+    model = prepare(
+        AWDLSTM(AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=8, num_layers=2)),
+        QuantConfig(),
     )
     assert list(quantizers(model)) == []
     assert not any(isinstance(m, LoopLSTMLayer) for m in model.modules())
@@ -222,9 +214,9 @@ def test_float_checkpoint_fine_tunes_with_qat() -> None:
     model's loads into the float one (quantizers dropped)."""
     cfg = AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=10, num_layers=2)
     torch.manual_seed(0)
-    float_model = AWDLSTM(cfg, quant=QuantConfig())
+    float_model = prepare(AWDLSTM(cfg), QuantConfig())
     torch.manual_seed(1)
-    qat_model = AWDLSTM(cfg, quant=QAT)
+    qat_model = prepare(AWDLSTM(cfg), QAT)
     state = dict(float_model.state_dict())
     added, dropped = align_quantizer_state(state, qat_model.state_dict())
     assert added and not dropped

@@ -16,18 +16,15 @@ import torch.nn.functional as F
 from src.models.awd import AWDLSTM, AWDLSTMConfig
 from src.models.dropout import WeightDrop
 from src.models.mlstm import MLSTMLayer
-from src.quant import export as qexport
-from src.quant import qat_mlstm
 from src.quant.config import QuantConfig
-from src.quant.engine_mlstm import IntegerMLSTMLayer
-from src.quant.fake_quant import (
-    FakeQuantize,
-    PowerOfTwoFakeQuantize,
-    dequantize,
-    enable_fake_quant,
-    quantize,
-)
-from src.quant.qat_mlstm import QATMLSTMLayer, clip_codes
+from src.quant.integer import convert as qconvert
+from src.quant.integer import export as qexport
+from src.quant.integer.engine_mlstm import IntegerMLSTMLayer
+from src.quant.qat import mlstm as qat_mlstm
+from src.quant.qat import prepare
+from src.quant.qat.fake_quant import FakeQuantize, PowerOfTwoFakeQuantize, enable_fake_quant
+from src.quant.qat.mlstm import QATMLSTMLayer, clip_codes
+from src.quant.scheme import dequantize, quantize
 from tests.quant.qat_helpers import V, toy_tokens, trained_qat_model
 from tests.quant.test_engine import DtypeRecorder, assert_integer_model_matches, rand_int
 
@@ -48,7 +45,7 @@ def inner(layer: torch.nn.Module) -> QATMLSTMLayer:
 
 def test_built_when_quant_is_enabled_and_weight_drop_wraps_both_recurrent_matrices() -> None:
     cfg = AWDLSTMConfig(vocab_size=V, emb_size=8, hidden_size=12, num_layers=2, cell="mlstm")
-    model = AWDLSTM(cfg, quant=QuantConfig(enabled=True))
+    model = prepare(AWDLSTM(cfg), QuantConfig(enabled=True))
     for layer in model.layers:
         assert isinstance(layer, WeightDrop) and isinstance(layer.module, QATMLSTMLayer)
         assert layer.weight_names == ["weight_mh_l0", "weight_hm_l0"]
@@ -57,8 +54,8 @@ def test_built_when_quant_is_enabled_and_weight_drop_wraps_both_recurrent_matric
         assert isinstance(names[q], PowerOfTwoFakeQuantize)
     for q in ("product_quant", "hidden_quant"):
         assert isinstance(names[q], FakeQuantize)
-    with pytest.raises(ValueError, match="runner='qat'"):
-        AWDLSTM(AWDLSTMConfig(cell="mlstm", runner="loop"), quant=QuantConfig(enabled=True))
+    with pytest.raises(ValueError, match="model.runner='loop'"):
+        prepare(AWDLSTM(AWDLSTMConfig(cell="mlstm", runner="loop")), QuantConfig(enabled=True))
 
 
 def test_float_weights_load_and_quantization_off_is_the_float_layer() -> None:
@@ -133,7 +130,7 @@ def test_straight_through_gradients_reach_every_parameter() -> None:
     cfg = AWDLSTMConfig(
         vocab_size=V, emb_size=6, hidden_size=10, num_layers=2, cell="mlstm", mlstm=options
     )
-    model = AWDLSTM(cfg, quant=QuantConfig(enabled=True)).train()
+    model = prepare(AWDLSTM(cfg), QuantConfig(enabled=True)).train()
     tokens = toy_tokens(9, 3, seed=2)
     model(tokens[:-1])  # first call initializes the observers (float)
     out = model(tokens[:-1])
@@ -146,7 +143,7 @@ def test_straight_through_gradients_reach_every_parameter() -> None:
 
 
 def test_converts_to_integer_mlstm_layers(model: AWDLSTM) -> None:
-    lm, scales = qexport.convert(model)
+    lm, scales = qconvert.convert(model)
     assert all(isinstance(layer, IntegerMLSTMLayer) for layer in lm.layers)
     for layer in lm.layers:
         for name in ("weight_ih", "weight_mx", "weight_mh", "weight_hm"):
@@ -165,7 +162,7 @@ def test_converts_to_integer_mlstm_layers(model: AWDLSTM) -> None:
 def test_one_integer_step_equals_the_fake_quantized_step(model: AWDLSTM, layer_index: int) -> None:
     """From the same int8 input and int8 h_{t-1}, int16 c_{t-1}: h_t within one code (almost
     always equal), c_t within one gate step."""
-    lm, scales = qexport.convert(model, "full")
+    lm, scales = qconvert.convert(model, "full")
     fq, il = model.layers[layer_index], lm.layers[layer_index]
     sc = scales["layers"][layer_index]
     (s_x, z_x), (s_h, z_h), k = sc["input"], sc["hidden"], -sc["cell_exponent"]
@@ -196,7 +193,7 @@ def test_integer_model_matches_the_fake_quantized_model(model: AWDLSTM) -> None:
 
 
 def test_no_float_tensor_enters_the_recurrence(model: AWDLSTM) -> None:
-    lm, _ = qexport.convert(model)
+    lm, _ = qconvert.convert(model)
     qexport.expand_tables(lm)
     tokens = toy_tokens(9, 4, seed=7)
     state = lm.init_state(4)
@@ -208,7 +205,7 @@ def test_no_float_tensor_enters_the_recurrence(model: AWDLSTM) -> None:
 
 
 def test_file_round_trip(model: AWDLSTM, tmp_path: Path) -> None:
-    lm, scales = qexport.convert(model)
+    lm, scales = qconvert.convert(model)
     path = tmp_path / "mlstm.int8.pt"
     qexport.save(path, qexport.to_payload(lm, "interpolated", scales, {"vocab": []}))
     loaded, _ = qexport.load(path)

@@ -1,12 +1,7 @@
-"""Training-time quantization simulation (Jacob et al. 2018): observers and fake quantizers.
+"""Training-time quantization simulation (Jacob et al. 2018): the fake quantizers.
 
-Affine scheme: ``real = scale * (q - zero_point)``, ``q`` an integer in ``[qmin, qmax]``.
-
-Rounding matches torch's fake-quant kernels exactly: in float32,
-``q = clamp(nearbyint(x * (1 / scale)) + zero_point, qmin, qmax)`` (round half to even, and a
-multiply by the float32 reciprocal, not a divide), ``x_hat = (q - zero_point) * scale``. So
-``dequantize(quantize(x))`` is bit-identical to ``torch.fake_quantize_per_*_affine(x)``, and the
-integer engine sees exactly the values training saw.
+Each quantizer rounds with :func:`src.quant.scheme.quantize` / ``dequantize`` (bit-identical
+to torch's fake-quant kernels), so the integer engine sees exactly the values training saw.
 
 Gradients are the straight-through estimator of the torch ops: ``d x_hat / d x = 1`` where the
 unclamped ``nearbyint(x / scale) + zero_point`` lies in ``[qmin, qmax]``, else 0. Scales and
@@ -26,180 +21,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from src.quant.scheme import SCALE_EPS, qrange, quantize
+
+from .observers import EMAMinMaxObserver
+
 __all__ = [
-    "EMAMinMaxObserver",
     "FakeQuantize",
     "FixedScaleFakeQuantize",
     "PowerOfTwoFakeQuantize",
     "WeightFakeQuantize",
-    "dequantize",
     "enable_fake_quant",
     "enable_observer",
-    "int_dtype_for_range",
-    "qrange",
-    "quantize",
-    "quantize_bias",
     "quantizers",
     "reset_observers",
 ]
-
-#: Smallest scale an observer may return (torch's observers use the same guard).
-SCALE_EPS = float(torch.finfo(torch.float32).eps)
-
-
-# --------------------------------------------------------------------------------------------
-# Integer ranges and the quantize / dequantize pair
-# --------------------------------------------------------------------------------------------
-
-
-def qrange(bits: int, signed: bool = True, narrow: bool = False) -> tuple[int, int]:
-    """Integer range of a ``bits``-bit code.
-
-    signed: ``[-2^(b-1), 2^(b-1) - 1]``; narrow (symmetric weights): ``[-(2^(b-1) - 1),
-    2^(b-1) - 1]``, e.g. ``[-127, 127]``, ``[-7, 7]``; unsigned: ``[0, 2^b - 1]``.
-    """
-    if not 2 <= bits <= 16:
-        raise ValueError(f"bits must be in [2, 16], got {bits}")
-    if not signed:
-        if narrow:
-            raise ValueError("narrow range is for signed codes")
-        return 0, (1 << bits) - 1
-    hi = (1 << (bits - 1)) - 1
-    return (-hi if narrow else -hi - 1), hi
-
-
-def int_dtype_for_range(qmin: int, qmax: int) -> torch.dtype:
-    """Smallest signed torch integer dtype holding ``[qmin, qmax]``."""
-    for dtype in (torch.int8, torch.int16, torch.int32):
-        info = torch.iinfo(dtype)
-        if info.min <= qmin and qmax <= info.max:
-            return dtype
-    raise ValueError(f"range [{qmin}, {qmax}] does not fit int32")
-
-
-def _per_channel_view(t: Tensor, x: Tensor, axis: int | None) -> Tensor:
-    """Reshape a per-tensor (0-d) or per-channel (``[C]``) parameter to broadcast over ``x``."""
-    if axis is None or t.dim() == 0:
-        return t
-    shape = [1] * x.dim()
-    shape[axis] = -1
-    return t.reshape(shape)
-
-
-def quantize(
-    x: Tensor,
-    scale: float | Tensor,
-    zero_point: int | Tensor,
-    qmin: int,
-    qmax: int,
-    axis: int | None = None,
-    dtype: torch.dtype | None = None,
-) -> Tensor:
-    """``q = clamp(round(x / scale) + zero_point, qmin, qmax)`` as an integer tensor.
-
-    Float32 arithmetic as torch's kernels: ``x * (1 / scale)`` with the reciprocal rounded to
-    float32, round half to even. ``axis`` names the channel dim of per-channel ``scale`` and
-    ``zero_point`` (shape ``[C]``). Output dtype: ``dtype`` or the smallest signed type holding
-    ``[qmin, qmax]``.
-    """
-    s = torch.as_tensor(scale, dtype=torch.float32, device=x.device)
-    z = torch.as_tensor(zero_point, device=x.device).to(torch.float32)
-    inv = _per_channel_view(1.0 / s, x, axis)
-    z = _per_channel_view(z, x, axis)
-    q = torch.round(x.detach().to(torch.float32) * inv) + z
-    q = q.clamp(qmin, qmax)
-    return q.to(dtype or int_dtype_for_range(qmin, qmax))
-
-
-def dequantize(
-    q: Tensor, scale: float | Tensor, zero_point: int | Tensor, axis: int | None = None
-) -> Tensor:
-    """``x_hat = scale * (q - zero_point)`` in float32 (``q - zero_point`` is exact)."""
-    s = torch.as_tensor(scale, dtype=torch.float32, device=q.device)
-    z = torch.as_tensor(zero_point, device=q.device).to(torch.int32)
-    diff = q.to(torch.int32) - _per_channel_view(z, q, axis)
-    return diff.to(torch.float32) * _per_channel_view(s, q, axis)
-
-
-def quantize_bias(bias: Tensor, scale: float | Tensor) -> Tensor:
-    """int32 bias ``round(b / scale)`` (half to even), ``scale = s_x * s_w`` (``[C]`` or scalar).
-
-    Computed in float64 (biases can exceed float32's 2^24 exact-integer range), saturated to
-    int32. The bias then adds directly to the int32 ``x_q @ w_q`` accumulator.
-    """
-    s = torch.as_tensor(scale, dtype=torch.float64, device=bias.device)
-    q = torch.round(bias.detach().to(torch.float64) / s)
-    return q.clamp(-(2**31), 2**31 - 1).to(torch.int32)
-
-
-# --------------------------------------------------------------------------------------------
-# Observer
-# --------------------------------------------------------------------------------------------
-
-
-class EMAMinMaxObserver(nn.Module):
-    """Running min/max of a tensor with an exponential moving average.
-
-    First observed batch: ``min_val = min(x)``, ``max_val = max(x)``. Then
-    ``min_val <- min_val + momentum * (min(x) - min_val)`` (same for max). Buffers ``min_val``,
-    ``max_val`` (float32 0-d) and ``initialized`` (bool 0-d); updates never sync with the host.
-    """
-
-    min_val: Tensor
-    max_val: Tensor
-    initialized: Tensor
-
-    def __init__(self, momentum: float = 0.01) -> None:
-        super().__init__()
-        if not 0.0 < momentum <= 1.0:
-            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
-        self.momentum = momentum
-        self.register_buffer("min_val", torch.tensor(0.0))
-        self.register_buffer("max_val", torch.tensor(0.0))
-        self.register_buffer("initialized", torch.tensor(False))
-
-    @torch.no_grad()
-    def forward(self, x: Tensor) -> Tensor:
-        """Update the running range with ``x``; return ``x`` unchanged."""
-        if x.numel() == 0:
-            return x
-        lo, hi = torch.aminmax(x.detach().to(torch.float32))
-        m = self.momentum
-        first = ~self.initialized
-        self.min_val.copy_(torch.where(first, lo, self.min_val + m * (lo - self.min_val)))
-        self.max_val.copy_(torch.where(first, hi, self.max_val + m * (hi - self.max_val)))
-        self.initialized.fill_(True)
-        return x
-
-    def reset(self) -> None:
-        """Forget the range: the next batch initializes it again."""
-        self.min_val.zero_()
-        self.max_val.zero_()
-        self.initialized.fill_(False)
-
-    @torch.no_grad()
-    def calculate_qparams(
-        self, qmin: int, qmax: int, symmetric: bool = False
-    ) -> tuple[Tensor, Tensor]:
-        """``(scale, zero_point)`` (float32, int32 0-d tensors) for the range widened to hold 0.
-
-        Affine: ``[lo, hi] = [min(min_val, 0), max(max_val, 0)]``,
-        ``scale = (hi - lo) / (qmax - qmin)``, ``zero_point = qmin - round(lo / scale)`` clamped
-        to ``[qmin, qmax]``: real 0 quantizes to ``zero_point`` and back to exactly 0.
-        Symmetric (signed range): ``scale = max(|lo|, hi) / qmax``, ``zero_point = 0``.
-        ``scale >= SCALE_EPS`` in both.
-        """
-        lo = torch.clamp(self.min_val, max=0.0)
-        hi = torch.clamp(self.max_val, min=0.0)
-        if symmetric:
-            if not qmin < 0 < qmax:
-                raise ValueError("symmetric quantization needs a signed range")
-            scale = (torch.maximum(-lo, hi) / qmax).clamp(min=SCALE_EPS)
-            zero_point = torch.zeros((), dtype=torch.int32, device=scale.device)
-            return scale, zero_point
-        scale = ((hi - lo) / float(qmax - qmin)).clamp(min=SCALE_EPS)
-        zero_point = (qmin - torch.round(lo / scale)).clamp(qmin, qmax).to(torch.int32)
-        return scale, zero_point
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from .fake_quant import EMAMinMaxObserver, quantizers, reset_observers
+from .fake_quant import quantizers, reset_observers
+from .observers import EMAMinMaxObserver
 
 __all__ = [
     "align_quantizer_state",

@@ -1,4 +1,4 @@
-"""Trained fake-quantized mLSTM layer -> :class:`~src.quant.engine_mlstm.IntegerMLSTMLayer`.
+"""Trained fake-quantized mLSTM layer -> :class:`~src.quant.integer.engine_mlstm.IntegerMLSTMLayer`.
 
 Every constant comes from the QAT layer's quantizers (docs/quantization.md, "The mLSTM"), so the
 engine computes on the grids the layer was trained on: int8 codes and per-row scales of the five
@@ -15,6 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from src.models.dropout import WeightDrop
+from src.quant.qat.fake_quant import FixedScaleFakeQuantize, WeightFakeQuantize
+from src.quant.qat.mlstm import QATMLSTMLayer, clip_codes
+from src.quant.scheme import GATE_EXPONENT, OUTPUT_EXPONENT, quantize
 
 from .conversion import (
     activation_qparams,
@@ -24,10 +27,7 @@ from .conversion import (
     require_quantizer,
 )
 from .engine_mlstm import IntegerMLSTMLayer
-from .fake_quant import FixedScaleFakeQuantize, WeightFakeQuantize, quantize
 from .fixed_point import quantize_multiplier, quantize_multipliers
-from .lut import GATE_EXPONENT, OUTPUT_EXPONENT
-from .qat_mlstm import QATMLSTMLayer, clip_codes
 
 __all__ = ["convert_mlstm_layer"]
 

@@ -1,6 +1,6 @@
-"""Shared steps of turning a fake-quantized layer into an integer one (:mod:`src.quant.export`,
-:mod:`src.quant.convert_mlstm`): checking the quantizers, reading activation qparams, folding
-zero points into int32 biases, building the gate tables."""
+"""Shared steps of turning a fake-quantized layer into an integer one (:mod:`.convert`,
+:mod:`.convert_mlstm`): checking the quantizers, reading activation qparams, folding zero points
+into int32 biases, building the gate tables."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .fake_quant import FakeQuantize, PowerOfTwoFakeQuantize, quantize_bias
+from src.quant.qat.fake_quant import FakeQuantize, PowerOfTwoFakeQuantize
+from src.quant.scheme import GATE_EXPONENT, quantize_bias
+
 from .fixed_point import INT32_MAX, INT32_MIN
-from .lut import GATE_EXPONENT, Int16LUT, sigmoid_lut, tanh_lut
+from .lut import Int16LUT, sigmoid_lut, tanh_lut
 
 __all__ = [
     "TABLE_KINDS",

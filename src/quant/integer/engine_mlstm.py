@@ -1,8 +1,8 @@
-"""Integer-arithmetic-only mLSTM layer (the integer twin of :mod:`src.quant.qat_mlstm`).
+"""Integer-arithmetic-only mLSTM layer (the integer twin of :mod:`src.quant.qat.mlstm`).
 
-It plugs into :class:`~src.quant.engine.IntegerLM` beside :class:`IntegerLSTMLayer` (same call:
+It plugs into :class:`~.engine.IntegerLM` beside :class:`IntegerLSTMLayer` (same call:
 int8 codes in, int8 codes out, state ``(h int8, c int16)``). Notation as in
-:mod:`src.quant.engine` (``MBQM`` = round(acc M) with a fixed-point multiplier, ``sat_b``
+:mod:`src.quant.integer.engine` (``MBQM`` = round(acc M) with a fixed-point multiplier, ``sat_b``
 saturation, real = s (q - z)). Per step, with int32 accumulators::
 
     u_t   = sat16(MBQM(W_mx q_x + bias_u, M_u))                 all steps at once, 2^-ku
@@ -19,7 +19,7 @@ saturation, real = s (q - z)). Per step, with int32 accumulators::
     h_t   = clamp(sat_b(MBQM(W_hr r_t + bias_r, M_r) + z_h), h_lo, h_hi)   (projection)
 
 Biases fold the zero points in (``bias = -z sum_k W[j, k]``, plus the real gate bias on the
-input path), as in the LSTM. Every constant is derived by :mod:`src.quant.convert_mlstm`.
+input path), as in the LSTM. Every constant is derived by :mod:`src.quant.integer.convert_mlstm`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from src.quant.scheme import GATE_EXPONENT
+
+from . import kernel_mlstm
 from .engine import IntegerRecurrentLayer, IntState, Requantizer, cell_update
 from .fixed_point import clamp_to_int16, int_matmul, saturate
-from .lut import GATE_EXPONENT, Int16LUT
+from .lut import Int16LUT
 
 __all__ = ["IntegerMLSTMLayer"]
 
@@ -195,3 +198,20 @@ class IntegerMLSTMLayer(IntegerRecurrentLayer):
             h, c = self.step(a_x_t, u_t, h, c)
             outputs.append(h)
         return torch.stack(outputs), (h, c)
+
+    def kernel_usable(self, x: Tensor, h: Tensor, c: Tensor) -> bool:
+        """As :meth:`IntegerLSTMLayer.kernel_usable`: this class's own step math, then the
+        operands (:func:`.kernel_mlstm.usable`)."""
+        cls = type(self)
+        own = (
+            cls.step is IntegerMLSTMLayer.step
+            and cls.project_inputs is IntegerMLSTMLayer.project_inputs
+            and cls._peephole is IntegerMLSTMLayer._peephole
+        )
+        return own and kernel_mlstm.usable(self, x, h, c)
+
+    def kernel_forward(
+        self, x: Tensor, h: Tensor, c: Tensor, kernel: object | None = None
+    ) -> tuple[Tensor, IntState]:
+        """This window in the C kernel (``kernel``: a loaded library, default the native one)."""
+        return kernel_mlstm.layer_forward(self, x, h, c, kernel=kernel)

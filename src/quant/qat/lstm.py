@@ -6,7 +6,7 @@ are the float runner's, and it keeps the float parameter names (``weight_ih_l0``
 ``weight_hh_l0`` / ``weight_hh_l0_raw`` under WeightDrop, ``bias_ih_l0``, ``bias_hh_l0``): a float
 checkpoint loads into it (the quantizers only add buffers, see :func:`align_quantizer_state`).
 
-Each forward call fake-quantizes exactly the tensors :mod:`src.quant.engine` holds (hats are
+Each forward call fake-quantizes exactly the tensors :mod:`src.quant.integer.engine` holds (hats are
 fake-quantized values, ``Q_s`` rounds to the grid of scale ``s`` and saturates)::
 
     W_ih_hat, W_hh_hat = per-row int8 of W_ih, of W_hh after DropConnect  (once per call)
@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.models.recurrent import LoopLSTMLayer, State, register_layer
+from src.quant.config import QuantConfig
 
-from .config import QuantConfig
 from .fake_quant import FakeQuantize, FixedScaleFakeQuantize, PowerOfTwoFakeQuantize
-from .qat_modules import (
+from .quantizers import (
     activation_quantizer,
     cell_quantizer,
     gate_output_quantizer,

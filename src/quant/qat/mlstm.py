@@ -2,7 +2,7 @@
 
 Registered as ``("mlstm", "qat")``. It subclasses :class:`~src.models.mlstm.MLSTMLayer` (same
 parameter names, time loop, recurrent dropout and state handling), so a float mLSTM checkpoint
-loads into it. Each call fake-quantizes what :class:`src.quant.engine_mlstm.IntegerMLSTMLayer`
+loads into it. Each call fake-quantizes what the integer ``IntegerMLSTMLayer``
 holds (hats are fake-quantized values; ``Q_s`` rounds to the grid of scale ``s`` and saturates)::
 
     W_x, W_mx, W_mh, W_hm, W_hr hat = per-row int8 (W_mh, W_hm after DropConnect)  once per call
@@ -35,11 +35,11 @@ from torch import Tensor, nn
 
 from src.models.mlstm import MLSTMLayer, Peephole
 from src.models.recurrent import State, register_layer
+from src.quant.config import QuantConfig
 
-from .config import QuantConfig
 from .fake_quant import PowerOfTwoFakeQuantize, WeightFakeQuantize
-from .qat_layers import CallQuantizer, fixed_scale
-from .qat_modules import (
+from .lstm import CallQuantizer, fixed_scale
+from .quantizers import (
     activation_quantizer,
     cell_quantizer,
     gate_output_quantizer,

@@ -9,7 +9,7 @@ logits are dequantized for the log-softmax of the loss (:meth:`IntegerLM.score`)
 
 Notation: ``q_*`` integer codes, ``s_*`` real scales, ``z_*`` zero points, real = s (q - z).
 ``MBQM(acc, M)`` = round(acc M); ``sat_b`` saturates to b bits; ``RDP(x, n)`` = round(x / 2^n).
-The modules are built from a trained QAT model by :func:`src.quant.export.convert`, which
+The modules are built from a trained QAT model by :func:`src.quant.integer.convert.convert`, which
 derives every integer constant here from the fake-quantized model's scales.
 """
 
@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import kernel
+from src.quant.scheme import GATE_EXPONENT, OUTPUT_EXPONENT
+
+from . import kernel_lstm
 from .fixed_point import INT32_MAX, INT32_MIN, clamp_to_int16, int_matmul, saturate
-from .lut import GATE_EXPONENT, OUTPUT_EXPONENT, Int16LUT
+from .lut import Int16LUT
 
 __all__ = [
     "IntegerDecoder",
@@ -47,7 +49,7 @@ def _i32(x: Tensor) -> Tensor:
 def round_shift(x: Tensor, exponent: int) -> Tensor:
     """gemmlowp ``RoundingDivideByPOT`` by a constant ``e``: ``round(x / 2^e)``, ties away from 0.
 
-    Closed form (same results as :func:`~src.quant.fixed_point.rounding_divide_by_pot`)::
+    Closed form (same results as :func:`~src.quant.integer.fixed_point.rounding_divide_by_pot`)::
 
         RDP(x, e) = (x + 2^(e-1) - [x < 0]) >> e,   e >= 1;   RDP(x, 0) = x
 
@@ -74,7 +76,7 @@ class Requantizer(nn.Module):
     ties toward +infinity; with ``M0`` in ``[0, 2^31)`` its one saturating case (both operands
     -2^31) cannot occur and the nudged truncating division equals the flooring shift above.
     ``RDP``: rounding divide by a power of two, ties away from zero (nothing added where
-    ``right = 0``). Bit-identical to :func:`~src.quant.fixed_point.multiply_by_quantized_multiplier`
+    ``right = 0``). Bit-identical to :func:`.fixed_point.multiply_by_quantized_multiplier`
     (tests/quant/test_engine.py); returns int64 for the caller's saturation.
 
     ``forward(acc, index)``: with ``index`` (e.g. token ids) the per-row constants are gathered
@@ -173,11 +175,21 @@ class IntegerEmbedding(nn.Module):
 
 class IntegerRecurrentLayer(nn.Module):
     """What the integer LSTM and mLSTM layers share: a window runs in the fused C kernel
-    (:mod:`src.quant.kernel`, bit-identical) when it can, else in the torch reference loop.
+    (:mod:`src.quant.integer.kernel`, bit-identical) when it can, else in the torch loop.
 
     Subclasses define ``init_state(batch)`` and ``forward_steps(x, state)`` (``project_inputs``
-    then ``step`` per time step); the kernel recognizes each layer kind.
+    then ``step`` per time step), and ``kernel_usable`` / ``kernel_forward`` when the kernel has
+    their recurrence.
     """
+
+    def kernel_usable(self, x: Tensor, h: Tensor, c: Tensor) -> bool:
+        """Whether this window may run in the C kernel (a layer without one: never)."""
+        return False
+
+    def kernel_forward(
+        self, x: Tensor, h: Tensor, c: Tensor, kernel: object | None = None
+    ) -> tuple[Tensor, IntState]:
+        raise NotImplementedError(f"{type(self).__name__} has no C kernel")
 
     def forward(self, x: Tensor, state: IntState | None = None) -> tuple[Tensor, IntState]:
         """x int8 [T, B, I] -> (h int8 [T, B, out], (h_T, c_T)).
@@ -186,8 +198,8 @@ class IntegerRecurrentLayer(nn.Module):
         under a ``TorchDispatchMode``, the torch loop (:meth:`forward_steps`).
         """
         h, c = state if state is not None else self.init_state(x.size(1))
-        if kernel.usable(self, x, h, c):
-            return kernel.layer_forward(self, x, h, c)
+        if self.kernel_usable(x, h, c):
+            return self.kernel_forward(x, h, c)
         return self.forward_steps(x, (h, c))
 
 
@@ -292,6 +304,22 @@ class IntegerLSTMLayer(IntegerRecurrentLayer):
             outputs.append(h)
         return torch.stack(outputs), (h, c)
 
+    def kernel_usable(self, x: Tensor, h: Tensor, c: Tensor) -> bool:
+        """The C kernel has this class's own step math only: a subclass that overrides it
+        keeps the torch path; then :func:`.kernel_lstm.usable` checks the operands."""
+        cls = type(self)
+        own = (
+            cls.step is IntegerLSTMLayer.step
+            and cls.project_inputs is IntegerLSTMLayer.project_inputs
+        )
+        return own and kernel_lstm.usable(self, x, h, c)
+
+    def kernel_forward(
+        self, x: Tensor, h: Tensor, c: Tensor, kernel: object | None = None
+    ) -> tuple[Tensor, IntState]:
+        """This window in the C kernel (``kernel``: a loaded library, default the native one)."""
+        return kernel_lstm.layer_forward(self, x, h, c, kernel=kernel)
+
 
 class IntegerDecoder(nn.Module):
     """int8 per-row decoder: int32 logits ``sum_k W[v,k] q_h[k] + bias[v]``, at ``s_h s_w[v]``.
@@ -324,7 +352,7 @@ class IntegerLM(nn.Module):
 
     Dropouts are the identity at inference and vanish. ``spec`` holds the Python-number
     settings (sizes, exponents, zero points, scalar multipliers) that rebuild it
-    (:func:`src.quant.export.load`).
+    (:func:`src.quant.integer.export.load`).
     """
 
     def __init__(

@@ -1,11 +1,12 @@
 /* Fused integer LSTM and mLSTM layers over one window: the loops of IntegerLSTMLayer.step
  * (awd_int_lstm_layer) and IntegerMLSTMLayer.step (awd_int_mlstm_layer, further below) in C.
  *
- * Bit-identical to src/quant/engine.py (IntegerLSTMLayer.project_inputs + step, T times) and
- * src/quant/engine_mlstm.py (IntegerMLSTMLayer.project_inputs + step, T times); every
+ * Bit-identical to src/quant/integer/engine.py (IntegerLSTMLayer.project_inputs + step, T times) and
+ * src/quant/integer/engine_mlstm.py (IntegerMLSTMLayer.project_inputs + step, T times); every
  * operation below is the integer operation the torch reference performs, in the same order, on
  * the same types (int32 adds wrap as torch's int32 adds do; requantization is in int64). No
- * floating point anywhere. Built and loaded by src/quant/kernel.py (ctypes);
+ * floating point anywhere. Built and loaded by src/quant/integer/kernel.py (ctypes), and
+ * linked into the standalone runtime of `python -m src.export format=c` (awd_kernel.h);
  * tests/quant/test_kernel.py and test_kernel_mlstm.py check them against the torch paths, bit
  * for bit.
  *
@@ -28,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "awd_kernel.h"
+
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && !defined(AWD_GENERIC)
 #include <immintrin.h>
 #define AWD_VNNI 1
@@ -35,7 +38,6 @@
 #define AWD_VNNI 0
 #endif
 
-#define AWD_ABI 3
 #define TILE_CHANNELS 64 /* 4 zmm of 16 int32 */
 #define TILE_ROWS 4
 
@@ -43,27 +45,6 @@ int awd_abi(void) { return AWD_ABI; }
 
 /* 1: the weight must be packed for VNNI (see above); 0: row-major int8 [G][H]. */
 int awd_packed(void) { return AWD_VNNI; }
-
-static inline int32_t wadd32(int32_t a, int32_t b) { return (int32_t)((uint32_t)a + (uint32_t)b); }
-
-/* round_shift on int32: (x + 2^(e-1) - [x < 0]) >> e, arithmetic shift; int32 wrap like torch. */
-static inline int32_t round_shift32(int32_t x, int e) {
-    if (e == 0) return x;
-    return wadd32(x, (int32_t)((1u << (e - 1)) - (uint32_t)(x < 0))) >> e;
-}
-
-/* Requantizer.forward for one channel: MBQM in int64. */
-static inline int64_t requantize(int64_t y, int64_t m0, int64_t left, int64_t right) {
-    if (left) {
-        y = y * ((int64_t)1 << left);
-        y = y > INT32_MAX ? INT32_MAX : (y < INT32_MIN ? INT32_MIN : y);
-    }
-    y = (y * m0 + ((int64_t)1 << 30)) >> 31;
-    if (right) y = (y + ((int64_t)1 << (right - 1)) - (int64_t)(y < 0)) >> right;
-    return y;
-}
-
-static inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 #if AWD_VNNI
 /* acc[r][j] = sum_q dot4(hu[r][4q..4q+3], wp[q][j][0..3]) for a tile of rows and 64 channels. */
@@ -149,7 +130,7 @@ static inline void requantize_row(
     if (rq->has_left) {
         for (int j = 0; j < G; j++) {
             int32_t v = corr ? acc[j] - corr[j] : acc[j];
-            int64_t y = (int64_t)wadd32(v, bias[j]) * ((int64_t)1 << left[j]);
+            int64_t y = (int64_t)awd_wadd32(v, bias[j]) * ((int64_t)1 << left[j]);
             y = y > INT32_MAX ? INT32_MAX : (y < INT32_MIN ? INT32_MIN : y);
             y = (y * (int64_t)m0[j] + ((int64_t)1 << 30)) >> 31;
             y = (y + (int64_t)nudge[j] - (int64_t)((y < 0) & negative[j])) >> right[j];
@@ -159,7 +140,7 @@ static inline void requantize_row(
     }
     for (int j = 0; j < G; j++) {
         int32_t v = corr ? acc[j] - corr[j] : acc[j];
-        int64_t y = (int64_t)wadd32(v, bias[j]);
+        int64_t y = (int64_t)awd_wadd32(v, bias[j]);
         y = (y * (int64_t)m0[j] + ((int64_t)1 << 30)) >> 31;
         y = (y + (int64_t)nudge[j] - (int64_t)((y < 0) & negative[j])) >> right[j];
         out[j] = (int32_t)(y < -32768 ? -32768 : (y > 32767 ? 32767 : y));
@@ -246,17 +227,17 @@ int awd_int_lstm_layer(
             int16_t *cb = c + (size_t)b * H;
             for (int u = 0; u < H; u++) {
                 const int32_t ig = sig[yh[u]], fg = sig[yh[H + u]], gg = tnh[yh[2 * H + u]];
-                const int32_t fc = round_shift32(fg * (int32_t)cb[u], fc_shift);
-                const int32_t igp = round_shift32(ig * gg, ig_shift);
-                const int32_t cs = round_shift32(wadd32(fc, igp), out_shift);
+                const int32_t fc = awd_round_shift32(fg * (int32_t)cb[u], fc_shift);
+                const int32_t igp = awd_round_shift32(ig * gg, ig_shift);
+                const int32_t cs = awd_round_shift32(awd_wadd32(fc, igp), out_shift);
                 const int16_t cn = (int16_t)(cs < -32768 ? -32768 : (cs > 32767 ? 32767 : cs));
                 cb[u] = cn;
                 p[u] = (int32_t)sig[yh[3 * H + u]] * (int32_t)tc[cn]; /* o tanh(c) at 2^-30 */
             }
             int8_t *hb = hn + (size_t)b * H;
             for (int u = 0; u < H; u++) {
-                const int64_t y = requantize(p[u], out_m0, out_left, out_right) + hidden_zero_point;
-                hb[u] = (int8_t)clamp64(y, h_lo, h_hi);
+                const int64_t y = awd_requantize(p[u], out_m0, out_left, out_right) + hidden_zero_point;
+                hb[u] = (int8_t)awd_clamp64(y, h_lo, h_hi);
             }
         }
     }
@@ -272,7 +253,7 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------------
- * The integer mLSTM (src/quant/engine_mlstm.py, whose docstring gives the equations).
+ * The integer mLSTM (src/quant/integer/engine_mlstm.py, whose docstring gives the equations).
  *
  * Per step t and batch row b, in the order of IntegerMLSTMLayer.step:
  *   v   = sat16(MBQM(W_mh h_{t-1} + bias_v, M_v))                 W_mh [H][P], GEMM 1
@@ -290,35 +271,9 @@ done:
  * rows staged as u8 x + 128, corr = 128 sum_k W subtracted), or the plain C loop.
  * ------------------------------------------------------------------------------------------ */
 
-/* Every field is 8 bytes (no padding); kernel.py mirrors it as a ctypes.Structure and checks
- * awd_mlstm_args_size(). int64 [3][G] requantizer arrays hold the rows m0, left, right. */
-typedef struct {
-    int64_t hidden, proj;                /* H, P (P = H without a projection) */
-    int64_t gp_v, gp_m, gp_r;            /* accumulator strides: Gp of the packed W_mh, W_hm,
-                                            W_hr (their row counts in the plain layout) */
-    int64_t cell_exponent, bits;
-    int64_t product_zero_point, output_zero_point, hidden_zero_point;
-    int64_t peephole;                    /* 0 / 1 */
-    int64_t cell_clip, cell_lo, cell_hi; /* 0 / 1, bounds as int16 codes */
-    int64_t projection;                  /* 0 / 1 */
-    int64_t proj_clip, proj_lo, proj_hi; /* 0 / 1, bounds as codes */
-    const int32_t *acc_in;               /* int32 [T][B][5H]: W_x x (4H) then W_mx x (H), no bias */
-    const int8_t *h0;                    /* int8  [B][P] */
-    int16_t *c;                          /* int16 [B][H], updated in place */
-    int8_t *h_out;                       /* int8  [T][B][P] */
-    const int8_t *w_mh, *w_hm, *w_hr;    /* packed [Kq][Gp][4] when awd_packed(), else [G][K] */
-    const int32_t *corr_mh, *corr_hm, *corr_hr; /* 128 sum_k W (packed only) */
-    const int32_t *bias_x, *bias_u, *bias_v, *bias_m, *bias_r;
-    const int64_t *rq_x, *rq_u, *rq_v, *rq_m, *rq_r; /* [3][4H], [3][H], [3][H], [3][4H], [3][P] */
-    const int64_t *rq_product, *rq_output;           /* [3] (per tensor) */
-    const int16_t *peephole_w;                       /* int16 [3][H]: w_ic, w_fc, w_oc */
-    const int64_t *rq_peephole;                      /* [3][3]: one requantizer per vector */
-    const int16_t *sigmoid, *tanh_table, *tanh_cell; /* direct tables [65536] */
-} awd_mlstm_args;
-
 int awd_mlstm_args_size(void) { return (int)sizeof(awd_mlstm_args); }
 
-static inline int32_t sat16_32(int64_t v) { return (int32_t)clamp64(v, -32768, 32767); }
+static inline int32_t sat16_32(int64_t v) { return (int32_t)awd_clamp64(v, -32768, 32767); }
 
 /* Stage an int8 row of K values as a GEMM operand row of kstride bytes: u8 x + 128 padded with
  * 128 (VNNI; the padded weight columns are zero), else the int8 values themselves. */
@@ -367,7 +322,7 @@ static inline int rq_init3(rq_t *rq, int G, const int64_t *rows) {
 
 /* sat16(MBQM(w c, M_pc)) with the per-vector requantizer n of rq [3][3]. */
 static inline int32_t peephole_term(const int64_t *rq, int n, int32_t w, int32_t c) {
-    return sat16_32(requantize((int64_t)(w * c), rq[n], rq[3 + n], rq[6 + n]));
+    return sat16_32(awd_requantize((int64_t)(w * c), rq[n], rq[3 + n], rq[6 + n]));
 }
 
 /* Returns 0 on success, 1 when a scratch allocation fails. Rows [row_begin, row_end) of the
@@ -423,7 +378,7 @@ int awd_int_mlstm_layer(int T, int B, int row_begin, int row_end, const awd_mlst
             uint8_t *row = stage + (size_t)r * KH;
             for (int j = 0; j < H; j++) {
                 const int64_t product = (int64_t)yu[j] * (int64_t)yv[j];
-                row[j] = staged(clamp64(requantize(product, rp[0], rp[1], rp[2]) + zm, lo, hi));
+                row[j] = staged(awd_clamp64(awd_requantize(product, rp[0], rp[1], rp[2]) + zm, lo, hi));
             }
             for (int j = H; j < KH; j++) row[j] = staged(0);
         }
@@ -448,9 +403,9 @@ int awd_int_mlstm_layer(int T, int B, int row_begin, int row_end, const awd_mlst
                     zf = sat16_32((int64_t)zf + peephole_term(rpc, 1, w_fc[u], cprev));
                 }
                 const int32_t ig = sig[zi], fg = sig[zf], gg = tnh[ym[2 * H + u]];
-                const int32_t fc = round_shift32(fg * cprev, fc_shift);
-                const int32_t igp = round_shift32(ig * gg, ig_shift);
-                const int32_t cs = round_shift32(wadd32(fc, igp), out_shift);
+                const int32_t fc = awd_round_shift32(fg * cprev, fc_shift);
+                const int32_t igp = awd_round_shift32(ig * gg, ig_shift);
+                const int32_t cs = awd_round_shift32(awd_wadd32(fc, igp), out_shift);
                 int32_t cn = cs < -32768 ? -32768 : (cs > 32767 ? 32767 : cs);
                 if (a->cell_clip) { /* torch clamp(lo, hi): min(max(c, lo), hi) */
                     cn = cn < clo ? clo : cn;
@@ -459,7 +414,7 @@ int awd_int_mlstm_layer(int T, int B, int row_begin, int row_end, const awd_mlst
                 cb[u] = (int16_t)cn;
                 if (peephole) zog = sat16_32((int64_t)zog + peephole_term(rpc, 2, w_oc[u], cn));
                 const int32_t p = (int32_t)sig[zog] * (int32_t)tc[cn]; /* o tanh(c) at 2^-30 */
-                const int64_t rr = clamp64(requantize(p, ro[0], ro[1], ro[2]) + zo, lo, hi);
+                const int64_t rr = awd_clamp64(awd_requantize(p, ro[0], ro[1], ro[2]) + zo, lo, hi);
                 if (projection)
                     row[u] = staged(rr);
                 else
@@ -476,8 +431,8 @@ int awd_int_mlstm_layer(int T, int B, int row_begin, int row_end, const awd_mlst
             int8_t *hb = hn + (size_t)(b0 + r) * P;
             for (int j = 0; j < P; j++) {
                 const int32_t s = corr_hr ? ar[j] - corr_hr[j] : ar[j];
-                const int64_t y = requantize(wadd32(s, a->bias_r[j]), rq_r[j], rq_r[P + j], rq_r[2 * P + j]);
-                int64_t hv = clamp64(y + zh, lo, hi);
+                const int64_t y = awd_requantize(awd_wadd32(s, a->bias_r[j]), rq_r[j], rq_r[P + j], rq_r[2 * P + j]);
+                int64_t hv = awd_clamp64(y + zh, lo, hi);
                 if (a->proj_clip) {
                     hv = hv < plo ? plo : hv;
                     hv = hv > phi ? phi : hv;
@@ -498,4 +453,64 @@ done:
     free(rqv.m0);
     free(rqm.m0);
     return status;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * A plain int8 GEMM on the same packed layout, for callers without torch._int_mm (the
+ * standalone runtime's input projections and decoder): exact int32 sums, like the engine's.
+ * ------------------------------------------------------------------------------------------ */
+
+int awd_weight_stride(int G) { return AWD_VNNI ? (G + TILE_CHANNELS - 1) / TILE_CHANNELS * TILE_CHANNELS : G; }
+
+size_t awd_packed_weight_bytes(int G, int K) {
+#if AWD_VNNI
+    return (size_t)((K + 3) / 4) * (size_t)awd_weight_stride(G) * 4;
+#else
+    return (size_t)G * (size_t)K;
+#endif
+}
+
+/* The layout kernel.py's pack_weight builds with torch: element [q][j][r] = w[j][4q + r]. */
+void awd_pack_weight(int G, int K, const int8_t *w, int8_t *out, int32_t *corr) {
+#if AWD_VNNI
+    const int Gp = awd_weight_stride(G);
+    memset(out, 0, awd_packed_weight_bytes(G, K));
+    for (int j = 0; j < G; j++) {
+        int32_t sum = 0;
+        for (int k = 0; k < K; k++) {
+            out[((size_t)(k / 4) * Gp + j) * 4 + k % 4] = w[(size_t)j * K + k];
+            sum += w[(size_t)j * K + k];
+        }
+        corr[j] = 128 * sum;
+    }
+#else
+    (void)corr;
+    memcpy(out, w, (size_t)G * (size_t)K);
+#endif
+}
+
+int awd_int_gemm(int R, int K, int G, const int8_t *x, const int8_t *w, const int32_t *corr,
+                 int32_t *out, int ostride) {
+    if (R <= 0) return 0;
+#if AWD_VNNI
+    const int kstride = 4 * ((K + 3) / 4), Gp = awd_weight_stride(G);
+    uint8_t *stage = (uint8_t *)malloc((size_t)R * (size_t)kstride + 64);
+    int32_t *acc = (int32_t *)malloc(sizeof(int32_t) * (size_t)R * (size_t)Gp);
+    if (!stage || !acc) {
+        free(stage);
+        free(acc);
+        return 1;
+    }
+    for (int r = 0; r < R; r++) stage_row(stage + (size_t)r * kstride, kstride, x + (size_t)r * K, K);
+    rows_gemm(R, K, kstride, G, Gp, stage, w, acc);
+    for (int r = 0; r < R; r++) /* (x + 128) W - 128 sum W: exact, wrapped like int32 */
+        for (int j = 0; j < G; j++)
+            out[(size_t)r * ostride + j] = (int32_t)((uint32_t)acc[(size_t)r * Gp + j] - (uint32_t)corr[j]);
+    free(stage);
+    free(acc);
+#else
+    (void)corr;
+    rows_gemm(R, K, K, G, ostride, (const uint8_t *)x, w, out);
+#endif
+    return 0;
 }

@@ -31,6 +31,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from src.quant.scheme import GATE_EXPONENT, OUTPUT_EXPONENT
+
 from .fixed_point import saturating_left_shift
 
 __all__ = [
@@ -43,11 +45,6 @@ __all__ = [
     "sigmoid_lut",
     "tanh_lut",
 ]
-
-#: Gate pre-activations are int16 at 2^GATE_EXPONENT.
-GATE_EXPONENT = -12
-#: Sigmoid and tanh outputs are int16 at 2^OUTPUT_EXPONENT.
-OUTPUT_EXPONENT = -15
 
 _FULL = 1 << 16
 _KNOTS = 513

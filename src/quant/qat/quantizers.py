@@ -16,14 +16,15 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import QuantConfig
+from src.quant.config import QuantConfig
+from src.quant.scheme import GATE_EXPONENT, OUTPUT_EXPONENT
+
 from .fake_quant import (
     FakeQuantize,
     FixedScaleFakeQuantize,
     PowerOfTwoFakeQuantize,
     WeightFakeQuantize,
 )
-from .lut import GATE_EXPONENT, OUTPUT_EXPONENT
 
 __all__ = [
     "QuantLinear",

@@ -1,0 +1,216 @@
+"""The value rules of :mod:`src.checks`: what each key accepts, by full key.
+
+A rule is the phrase shown after "expected" and a predicate on the resolved value; ``*`` in a
+key matches any part (``callbacks.*.mode``). The schemas' own checks (``AWDLSTMConfig``,
+``MLSTMOptions``, ``QuantConfig``, ``LMDataModule``) are not repeated here: they are run by
+building those objects from the config.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Rule:
+    accepted: str
+    ok: Callable[[Any], bool]
+    nullable: bool = False
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def integer(lo: int | None = None, hi: int | None = None) -> Callable[[Any], bool]:
+    return lambda v: _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
+
+
+def number(lo: float | None = None, hi: float | None = None, hi_open: bool = False) -> Callable:
+    def ok(v: Any) -> bool:
+        if not _is_num(v) or (lo is not None and v < lo):
+            return False
+        return hi is None or (v < hi if hi_open else v <= hi)
+
+    return ok
+
+
+def one_of(*choices: Any) -> Callable[[Any], bool]:
+    return lambda v: v in choices
+
+
+def _nonempty_str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _betas(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(number(0, 1, hi_open=True)(b) for b in v)
+
+
+def _int_list(v: Any) -> bool:
+    return isinstance(v, list) and all(integer(0)(e) for e in v)
+
+
+def _batches(v: Any) -> bool:  # Lightning's limit_*_batches: a count or a fraction
+    return integer(0)(v) or (isinstance(v, float) and 0.0 <= v <= 1.0)
+
+
+def _interval(v: Any) -> bool:  # val_check_interval: a count of batches or a fraction of an epoch
+    return integer(1)(v) or (isinstance(v, float) and 0.0 < v <= 1.0)
+
+
+def _devices(v: Any) -> bool:
+    if v == "auto" or v == -1 or integer(1)(v):
+        return True
+    if isinstance(v, list):
+        return bool(v) and all(integer(0)(d) for d in v)
+    return (
+        isinstance(v, str) and re.fullmatch(r"-1|\d+|(\d+\s*,\s*)*\d+\s*,?", v.strip()) is not None
+    )
+
+
+#: Lightning's ``ckpt_path`` shortcuts for ``fit`` (not files)
+CKPT_SHORTCUTS = ("last", "hpc", "registry")
+
+
+def _checkpoint(v: Any) -> bool:
+    if not _nonempty_str(v):
+        return False
+    if v in CKPT_SHORTCUTS or v.startswith("registry:") or "://" in v:
+        return True
+    return Path(v).expanduser().is_file()
+
+
+def lightning_choices() -> tuple[list[str], list[Any], list[str]]:
+    """Lightning's accelerator names, precision values and registered strategies."""
+    import typing
+
+    from lightning.fabric.connector import _PRECISION_INPUT
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    accelerators = sorted({*AcceleratorRegistry.available_accelerators(), "gpu", "auto"})
+    precisions = [p for lit in typing.get_args(_PRECISION_INPUT) for p in typing.get_args(lit)]
+    strategies = ["auto", *StrategyRegistry.available_strategies()]
+    return accelerators, precisions, strategies
+
+
+FRACTION_OR_COUNT = "an integer >= 0 (batches) or a fraction in [0.0, 1.0]"
+NONNEG = "a finite number >= 0"
+
+OPTIM_RULES = {
+    "optim.lr": Rule(NONNEG, number(0)),
+    "optim.weight_decay": Rule(NONNEG, number(0)),
+    "optim.betas": Rule("two numbers in [0, 1), e.g. [0.9,0.999]", _betas),
+    # should_switch_to_asgd compares with min(history[:-nonmono]): 0 would be an empty window
+    "optim.nonmono": Rule("an integer >= 1 (epochs the NT-ASGD trigger looks back)", integer(1)),
+    "optim.when": Rule("a list of epoch numbers (integers >= 0), e.g. [100,150]", _int_list),
+    "optim.clip": Rule(f"{NONNEG} (0 disables clipping)", number(0)),
+}
+LOSS_RULES = {
+    "loss.alpha": Rule(f"{NONNEG} (AR weight)", number(0)),
+    "loss.beta": Rule(f"{NONNEG} (TAR weight)", number(0)),
+}
+
+
+def trainer_rules() -> dict[str, Rule]:
+    accelerators, precisions, strategies = lightning_choices()
+    return {
+        "trainer.max_epochs": Rule("an integer >= -1 (-1: no limit)", integer(-1), True),
+        "trainer.min_epochs": Rule("an integer >= 0", integer(0), True),
+        "trainer.max_steps": Rule("an integer >= -1 (-1: no limit)", integer(-1)),
+        "trainer.min_steps": Rule("an integer >= 0", integer(0), True),
+        "trainer.limit_*_batches": Rule(FRACTION_OR_COUNT, _batches, True),
+        "trainer.val_check_interval": Rule(
+            "an integer >= 1 (batches) or a fraction in (0.0, 1.0]", _interval, True
+        ),
+        "trainer.check_val_every_n_epoch": Rule("an integer >= 1", integer(1), True),
+        "trainer.log_every_n_steps": Rule("an integer >= 1", integer(1), True),
+        "trainer.num_sanity_val_steps": Rule("an integer >= -1 (-1: all)", integer(-1), True),
+        "trainer.accumulate_grad_batches": Rule("an integer >= 1", integer(1)),
+        "trainer.gradient_clip_val": Rule(NONNEG, number(0), True),
+        "trainer.num_nodes": Rule("an integer >= 1", integer(1)),
+        "trainer.devices": Rule(
+            "an integer >= 1, -1 (all), auto, a list of device indices or a string like '0,1'",
+            _devices,
+        ),
+        "trainer.accelerator": Rule(f"one of {', '.join(accelerators)}", one_of(*accelerators)),
+        "trainer.precision": Rule(
+            f"one of {', '.join(dict.fromkeys(map(str, precisions)))}", one_of(*precisions), True
+        ),
+        "trainer.strategy": Rule(
+            "auto, a registered strategy (ddp, ddp_spawn, fsdp, ...) or a _target_ node",
+            lambda v: isinstance(v, dict) or v in strategies,
+        ),
+        "trainer.deterministic": Rule("true, false or warn", one_of(True, False, "warn"), True),
+        "trainer.enable_*": Rule("true or false", one_of(True, False)),
+        "trainer.benchmark": Rule("true or false", one_of(True, False), True),
+        "trainer.default_root_dir": Rule("a folder path", _nonempty_str, True),
+    }
+
+
+GROUP_RULES = {
+    # callbacks and loggers, by argument name (instantiated with these keyword arguments)
+    "callbacks.*.every_n_train_steps": Rule("an integer >= 0 (0 disables)", integer(0), True),
+    "callbacks.*.every_n_epochs": Rule("an integer >= 0 (0 disables)", integer(0), True),
+    "callbacks.*.save_top_k": Rule("an integer >= -1 (-1: keep all)", integer(-1)),
+    "callbacks.*.mode": Rule("min or max", one_of("min", "max")),
+    "callbacks.*.monitor": Rule("a metric name such as val/loss", _nonempty_str, True),
+    "callbacks.*.nonmono": Rule("an integer >= 1", integer(1)),
+    "callbacks.*.ckpt_path": Rule("an existing checkpoint file", _checkpoint),
+    "callbacks.*.dirpath": Rule("a folder path", _nonempty_str, True),
+    "callbacks.*.filename": Rule("a file name", _nonempty_str, True),
+    "logger.*.offline": Rule("true or false", one_of(True, False)),
+    "logger.*.save_dir": Rule("a folder path", _nonempty_str),
+    "logger.*.log_model": Rule("true, false or all", one_of(True, False, "all")),
+    "paths.*": Rule("a non-empty path", _nonempty_str),
+}
+
+TRAIN_TOP_RULES = {
+    "seed": Rule("an integer in [0, 4294967295]", integer(0, 2**32 - 1)),
+    "task_name": Rule("a non-empty name", _nonempty_str),
+    "ckpt_path": Rule(
+        "null, an existing checkpoint file, or one of " + ", ".join(CKPT_SHORTCUTS),
+        _checkpoint,
+        True,
+    ),
+}
+
+EVAL_RULES = {
+    "ckpt_path": Rule("an existing checkpoint file (ckpt_path=PATH)", _checkpoint),
+    "batch_size": Rule("null or an integer >= 1", integer(1), True),
+    "out": Rule("null or a file path", _nonempty_str, True),
+    "pointer.window": Rule("an integer >= 1", integer(1)),
+    "pointer.theta": Rule("a finite number", number()),
+    "pointer.lam": Rule("a number in [0, 1]", number(0, 1)),
+    "dynamic.lr": Rule(NONNEG, number(0)),
+    "dynamic.bptt": Rule("null or an integer >= 1", integer(1), True),
+    "dynamic.decay": Rule(NONNEG, number(0)),
+    "dynamic.clip": Rule(f"{NONNEG} (0: off)", number(0)),
+}
+EXPORT_RULES = {
+    "ckpt_path": Rule("an existing QAT checkpoint file (ckpt_path=PATH)", _checkpoint),
+    "out": Rule("null or a file path", _nonempty_str, True),
+}
+GENERATE_RULES = {
+    "ckpt_path": Rule("an existing checkpoint file (ckpt_path=PATH)", _checkpoint),
+    "tokens": Rule("an integer >= 0", integer(0)),
+    "temperature": Rule(f"{NONNEG} (0: most likely token)", number(0)),
+}
+
+
+def eval_rules() -> dict[str, Rule]:
+    accelerators, _, _ = lightning_choices()
+    return {
+        **EVAL_RULES,
+        "accelerator": Rule(f"one of {', '.join(accelerators)}", one_of(*accelerators)),
+    }
