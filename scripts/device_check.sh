@@ -17,8 +17,8 @@ OUT=${OUT:-/tmp/device-out}
 mkdir -p "$OUT"
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
   DEVICE=cpu SHAPE=tiny TRAINER=cpu
-  EPOCH_ARGS=(+trainer.limit_train_batches=20 +trainer.limit_val_batches=5
-              +trainer.limit_test_batches=5 data.bptt=20 model.hidden_size=64 model.emb_size=32)
+  EPOCH_ARGS=(trainer.limit_train_batches=20 trainer.limit_val_batches=5
+              trainer.limit_test_batches=5 data.bptt=20 model.hidden_size=64 model.emb_size=32)
   BENCH_ARGS=(steps=1 warmup=1 rounds=1)
   export AWD_DATA_DIR=${AWD_DATA_DIR:-../shared/corpora}
 else

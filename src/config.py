@@ -53,10 +53,19 @@ class NonFinite(str, Enum):
     ignore = "ignore"  # no check (saves a host sync per step)
 
 
+class Grouping(str, Enum):
+    single = "single"  # every parameter in one group (the paper's training)
+    lm_split = "lm_split"  # fastai's awd_lstm_lm_split: each layer, then embedding + decoder
+
+
 @dataclass
 class OptimConfig:
     name: OptimizerName = OptimizerName.sgd
     lr: float = 30.0
+    # parameter groups; group k of n trains at lr / lr_decay_per_group ** (n - 1 - k)
+    # (ULMFiT's discriminative fine-tuning: 2.6), src/training/param_groups.py
+    groups: Grouping = Grouping.single
+    lr_decay_per_group: float = 1.0
     weight_decay: float = 1.2e-6  # L2 through the optimizer (salesforce `wdecay`)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam only
     nt_asgd: bool = True  # switch SGD -> averaged SGD on the non-monotone trigger (SGD only)
@@ -64,6 +73,28 @@ class OptimConfig:
     when: list[int] = field(default_factory=list)  # epochs after which the LR is divided by 10
     clip: float = 0.25  # gradient norm clip (0 disables)
     nonfinite: NonFinite = NonFinite.stop  # NaN/Inf loss or gradient: stop | skip | ignore
+
+
+class ScheduleName(str, Enum):
+    none = "none"
+    one_cycle = "one_cycle"  # torch.optim.lr_scheduler.OneCycleLR
+    stlr = "stlr"  # ULMFiT's slanted triangular rate (their eq. 3)
+
+
+@dataclass
+class SchedulerConfig:
+    """``scheduler`` group: a rate schedule stepped per optimizer step (src/training/schedulers.py);
+    each group's own rate is its peak."""
+
+    name: ScheduleName = ScheduleName.none
+    total_steps: int | None = None  # null: the trainer's estimate of the run's optimizer steps
+    cut_frac: float = 0.1  # stlr: fraction of the steps spent increasing the rate
+    ratio: float = 32.0  # stlr: peak rate / lowest rate
+    pct_start: float = 0.3  # one_cycle (torch's defaults)
+    div_factor: float = 25.0
+    final_div_factor: float = 1.0e4
+    anneal_strategy: str = "cos"
+    cycle_momentum: bool = True
 
 
 @dataclass
@@ -84,6 +115,10 @@ class TrainConfig:
     quant: QuantConfig = field(default_factory=QuantConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    # transfer from a checkpoint trained on another corpus: +transfer.ckpt_path=PATH
+    # (src/training/transfer.py); gradual_unfreeze needs optim.groups=lm_split
+    transfer: Any = field(default_factory=lambda: {"gradual_unfreeze": False})
     trainer: Any = MISSING
     logger: Any = None
     callbacks: Any = None

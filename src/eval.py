@@ -7,6 +7,8 @@ perplexity; the last line of output is one JSON object of the metrics (also writ
 ``engine=float`` runs the Lightning model as trained (float, or fake-quantized for a QAT
 checkpoint). ``engine=int8`` runs the integer-only engine (``src.quant.integer``, on CPU) on
 a QAT checkpoint, converted on the fly, or on a file written by ``python -m src.export``.
+``engine=onnxruntime`` scores an ``.onnx`` file of ``python -m src.export format=onnx`` with ONNX
+Runtime (``src.deploy``, the ``deploy`` extra), on the CPU with torch's thread count.
 
 ``pointer.enabled=true`` adds the continuous cache pointer, ``dynamic.enabled=true`` dynamic
 evaluation (``src.evaluation.cli_options``); each reports its perplexity beside the plain one.
@@ -29,6 +31,7 @@ from omegaconf import DictConfig
 from src.checks import check_config, one_line_config_errors
 from src.config import register_configs
 from src.data.datamodule import LMDataModule
+from src.deploy.onnx_runtime import OnnxLM
 from src.evaluation.cli_options import describe, pick_device, run_extras
 from src.quant.integer import convert as qconvert
 from src.quant.integer import export as qexport
@@ -123,6 +126,28 @@ def _eval_int8(cfg: DictConfig, path: Path) -> tuple[float, int, float, bool]:
     return nll / tokens, tokens, seconds, datamodule.char_level
 
 
+def _eval_onnx(cfg: DictConfig, path: Path) -> tuple[float, int, float, bool]:
+    """ONNX Runtime on an exported float model, window by window: as :func:`_eval_int8`."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist; write it with python -m src.export format=onnx"
+        )
+    lm = OnnxLM(path, threads=torch.get_num_threads())
+    datamodule = build_eval_datamodule(cfg, lm.meta["data"], seed=0)
+    datamodule.prepare_data()
+    check_vocabulary(lm.meta.get("vocab"), datamodule.vocab.itos, str(path))
+    valid = cfg.split.value == "valid"
+    loader = datamodule.val_dataloader() if valid else datamodule.test_dataloader()
+    nll, tokens, state = 0.0, 0, None
+    start = time.perf_counter()
+    for inputs, targets, _ in loader:
+        window_nll, state = lm.score(inputs.numpy(), targets.numpy(), state)
+        nll += window_nll
+        tokens += targets.numel()
+    seconds = time.perf_counter() - start
+    return nll / tokens, tokens, seconds, datamodule.char_level
+
+
 def _eval_extras(cfg: DictConfig, ckpt_path: Path) -> dict[str, Any]:
     """Cache pointer / dynamic evaluation (``pointer.*``, ``dynamic.*``) on the float model."""
     if not (cfg.pointer.enabled or cfg.dynamic.enabled):
@@ -150,7 +175,7 @@ def _peek(path: Path) -> object:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = Path(cfg.ckpt_path)
     engine = cfg.engine.value
-    run = _eval_int8 if engine == "int8" else _eval_float
+    run = {"int8": _eval_int8, "onnxruntime": _eval_onnx}.get(engine, _eval_float)
     loss, tokens, seconds, char_level = run(cfg, ckpt_path)
     results: dict[str, Any] = {
         "split": cfg.split.value,

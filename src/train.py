@@ -24,6 +24,7 @@ from src.config import register_configs
 from src.data.datamodule import LMDataModule
 from src.training.module import LMModule
 from src.training.run_logs import keep_wandb_run_id
+from src.training.transfer import Transfer
 from src.utils.io import atomic_write_json, atomic_write_text
 from src.utils.provenance import write_provenance
 from src.utils.resolvers import register_resolvers
@@ -51,6 +52,7 @@ def build_module(cfg: DictConfig, vocab: list[str]) -> LMModule:
         loss=container(cfg.loss),
         data=container(cfg.data),
         quant=container(cfg.quant),
+        scheduler=container(cfg.scheduler),
     )
     module.vocab = vocab
     return module
@@ -93,6 +95,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("model: %s parameters, vocabulary %d", f"{n_params:,}", len(datamodule.vocab))
 
     callbacks = instantiate_group(cfg.get("callbacks"))
+    transfer = container(cfg.transfer) if cfg.get("transfer") else {}
+    if transfer.get("ckpt_path"):  # +transfer.ckpt_path=PATH: start from another corpus's model
+        callbacks.append(Transfer(**transfer))
     if not cfg.trainer.get("enable_progress_bar", True):
         # trainer.enable_progress_bar=false means no bar, including the configured rich one
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]

@@ -93,6 +93,20 @@ TRAIN_ROWS = [
     ("optim", ["optim.when=[-1]"], "optim.when"),
     ("optim", ["optim.nonfinite=maybe"], "optim.nonfinite"),
     ("optim", ["optim=rmsprop"], "optim"),
+    ("optim", ["optim.groups=layers"], "optim.groups"),
+    ("optim", ["optim.lr_decay_per_group=0"], "optim.lr_decay_per_group"),
+    # scheduler (and its exclusion of NT-ASGD), transfer
+    ("scheduler", ["scheduler=cosine"], "scheduler"),
+    ("scheduler", ["scheduler=stlr"], "scheduler"),  # with NT-ASGD: two policies
+    ("scheduler", ["scheduler=stlr", "optim=adam", "scheduler.cut_frac=1.5"], "scheduler.cut_frac"),
+    (
+        "scheduler",
+        ["scheduler=one_cycle", "optim=adam", "scheduler.pct_start=0"],
+        "scheduler.pct_start",
+    ),
+    ("transfer", ["+transfer.ckpt_path=/no/such.ckpt"], "transfer.ckpt_path"),
+    ("transfer", ["transfer.gradual_unfreeze=true"], "transfer.gradual_unfreeze"),
+    ("trainer", ["trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches"),
     # loss
     ("loss", ["loss.alpha=-1"], "loss.alpha"),
     ("loss", ["loss.beta=-0.5"], "loss.beta"),
@@ -237,7 +251,13 @@ def test_several_errors_give_one_line_each(tmp_path: Path) -> None:
     ]
 
 
-VALID = [[f"experiment={e.stem}"] for e in sorted((CONF_DIR / "experiment").glob("*.yaml"))] + [
+#: experiments with a mandatory key, and the value that completes them
+MANDATORY = {"transfer_ptb": ["transfer.ckpt_path=null"]}
+
+VALID = [
+    [f"experiment={e.stem}", *MANDATORY.get(e.stem, [])]
+    for e in sorted((CONF_DIR / "experiment").glob("*.yaml"))
+] + [
     ["model=mlstm"],
     ["quant=qat"],
     ["model=mlstm", "quant=qat"],
@@ -274,6 +294,10 @@ def test_valid_finetune_and_other_entry_points_pass(ckpt_file: Path, tmp_path: P
     validate(compose_any("train", ["+finetune=asgd", f"callbacks.finetune.{ckpt}"], tmp_path))
     validate(compose_any("train", [ckpt], tmp_path))
     validate(compose_any("train", ["ckpt_path=last"], tmp_path))
+    transfer = ["experiment=transfer_ptb", f"transfer.{ckpt}"]
+    validate(compose_any("train", transfer, tmp_path))
+    adam = ["optim=adam", "scheduler=one_cycle", "optim.groups=lm_split", "trainer.max_steps=10"]
+    validate(compose_any("train", [f"+transfer.{ckpt}", *adam], tmp_path))
     validate(compose_any("eval", [ckpt, "pointer.enabled=true", "dynamic.enabled=true"], tmp_path))
     validate(compose_any("eval", [ckpt, "engine=int8", "split=valid", "batch_size=1"], tmp_path))
     validate(compose_any("export", [ckpt, "tables=full"], tmp_path))

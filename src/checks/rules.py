@@ -115,6 +115,22 @@ OPTIM_RULES = {
     "optim.nonmono": Rule("an integer >= 1 (epochs the NT-ASGD trigger looks back)", integer(1)),
     "optim.when": Rule("a list of epoch numbers (integers >= 0), e.g. [100,150]", _int_list),
     "optim.clip": Rule(f"{NONNEG} (0 disables clipping)", number(0)),
+    "optim.lr_decay_per_group": Rule(
+        "a number > 0 (group k of n trains at lr / F^(n-1-k); ULMFiT: 2.6)", number(1e-12)
+    ),
+    "scheduler.total_steps": Rule("null or an integer >= 1", integer(1), True),
+    "scheduler.cut_frac": Rule("a number in (0, 1)", lambda v: _is_num(v) and 0 < v < 1),
+    "scheduler.ratio": Rule("a number >= 1", number(1)),
+    "scheduler.pct_start": Rule("a number in (0, 1)", lambda v: _is_num(v) and 0 < v < 1),
+    "scheduler.div_factor": Rule("a number > 0", number(1e-12)),
+    "scheduler.final_div_factor": Rule("a number > 0", number(1e-12)),
+    "scheduler.anneal_strategy": Rule("cos or linear", one_of("cos", "linear")),
+    "transfer.gradual_unfreeze": Rule("true or false", one_of(True, False)),
+    "transfer.ckpt_path": Rule(
+        "null or the path of a language-model checkpoint (.ckpt) that exists",
+        lambda v: isinstance(v, str) and Path(v).is_file(),
+        True,
+    ),
 }
 LOSS_RULES = {
     "loss.alpha": Rule(f"{NONNEG} (AR weight)", number(0)),
@@ -136,7 +152,11 @@ def trainer_rules() -> dict[str, Rule]:
         "trainer.check_val_every_n_epoch": Rule("an integer >= 1", integer(1), True),
         "trainer.log_every_n_steps": Rule("an integer >= 1", integer(1), True),
         "trainer.num_sanity_val_steps": Rule("an integer >= -1 (-1: all)", integer(-1), True),
-        "trainer.accumulate_grad_batches": Rule("an integer >= 1", integer(1)),
+        "trainer.accumulate_grad_batches": Rule(
+            "1: training steps once per batch by hand (variable BPTT scales each step's rate, "
+            "NT-ASGD swaps optimizers), which Lightning cannot accumulate",
+            one_of(1),
+        ),
         "trainer.gradient_clip_val": Rule(NONNEG, number(0), True),
         "trainer.num_nodes": Rule("an integer >= 1", integer(1)),
         "trainer.devices": Rule(
@@ -199,7 +219,8 @@ EVAL_RULES = {
 }
 EXPORT_RULES = {
     "ckpt_path": Rule("an existing QAT checkpoint file (ckpt_path=PATH)", _checkpoint),
-    "out": Rule("null or a file path", _nonempty_str, True),
+    "format": Rule("one of int8, c, onnx", one_of("int8", "c", "onnx")),
+    "out": Rule("null or a file path (a folder for format=c)", _nonempty_str, True),
 }
 GENERATE_RULES = {
     "ckpt_path": Rule("an existing checkpoint file (ckpt_path=PATH)", _checkpoint),
@@ -212,5 +233,34 @@ def eval_rules() -> dict[str, Rule]:
     accelerators, _, _ = lightning_choices()
     return {
         **EVAL_RULES,
+        "engine": Rule("one of float, int8, onnxruntime", one_of("float", "int8", "onnxruntime")),
         "accelerator": Rule(f"one of {', '.join(accelerators)}", one_of(*accelerators)),
     }
+
+
+def eval_cross_rules(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(key, value, accepted) for the eval keys that depend on each other (engine, file)."""
+    engine, ckpt = data.get("engine"), str(data.get("ckpt_path") or "")
+    if engine == "onnxruntime" and not ckpt.endswith(".onnx"):
+        accepted = "an .onnx file written by python -m src.export format=onnx (engine=onnxruntime)"
+        return [("ckpt_path", data.get("ckpt_path"), accepted)]
+    if engine != "onnxruntime" and ckpt.endswith(".onnx"):
+        return [("engine", engine, "onnxruntime for an .onnx file")]
+    extras = [k for k in ("pointer", "dynamic") if (data.get(k) or {}).get("enabled")]
+    if engine == "onnxruntime" and extras:
+        return [("engine", engine, f"float with {extras[0]}.enabled=true")]
+    return []
+
+
+def export_cross_rules(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(key, value, accepted) for ``out`` against ``format``."""
+    fmt, out = data.get("format"), data.get("out")
+    if not isinstance(out, str) or not out.strip():
+        return []
+    if fmt == "c" and Path(out).expanduser().is_file():
+        return [("out", out, "a folder for format=c (model.bin and the runtime's sources)")]
+    if fmt == "onnx" and not out.endswith(".onnx"):
+        return [("out", out, "a file name ending in .onnx for format=onnx")]
+    if fmt == "int8" and Path(out).expanduser().is_dir():
+        return [("out", out, "a file path for format=int8 (a folder is for format=c)")]
+    return []

@@ -25,7 +25,9 @@ from .rules import (
     OPTIM_RULES,
     TRAIN_TOP_RULES,
     Rule,
+    eval_cross_rules,
     eval_rules,
+    export_cross_rules,
     trainer_rules,
 )
 
@@ -339,6 +341,7 @@ def _check_train(data: dict[str, Any]) -> list[ConfigError]:
     for key, node in _target_nodes(data):
         errors += _check_target(key, node)
     errors += _apply_rules(data, {**GROUP_RULES, **TRAIN_TOP_RULES})
+    errors += _check_policies(data)
     metric = data.get("optimized_metric")
     keys = _results_keys(data)
     if metric is not None and metric not in keys:
@@ -346,6 +349,33 @@ def _check_train(data: dict[str, Any]) -> list[ConfigError]:
             ConfigError("optimized_metric", metric, f"a results.json key: {', '.join(keys)}")
         )
     return errors
+
+
+def _check_policies(data: dict[str, Any]) -> list[ConfigError]:
+    """Keys that exclude each other: a schedule with NT-ASGD, unfreezing without groups."""
+    schedule = _get(data, "scheduler.name", "none")
+    if (
+        schedule != "none"
+        and _get(data, "optim.name", "sgd") == "sgd"
+        and _get(data, "optim.nt_asgd", False)
+    ):
+        return [
+            ConfigError(
+                "scheduler",
+                schedule,
+                message="NT-ASGD (optim.nt_asgd=true) already sets the rate: two policies for "
+                "one learning rate; use optim.nt_asgd=false, optim=adam or scheduler=none",
+            )
+        ]
+    if _get(data, "transfer.gradual_unfreeze", False) and _get(data, "optim.groups") != "lm_split":
+        return [
+            ConfigError(
+                "transfer.gradual_unfreeze",
+                True,
+                message="unfreezes parameter groups one by one: set optim.groups=lm_split",
+            )
+        ]
+    return []
 
 
 def _kind(cfg: DictConfig) -> str:
@@ -369,9 +399,11 @@ def problems(cfg: DictConfig) -> list[ConfigError]:
     if kind == "train":
         return _check_train(data)
     if kind == "eval":
-        return _apply_rules(data, {**eval_rules(), "paths.*": GROUP_RULES["paths.*"]})
+        errors = _apply_rules(data, {**eval_rules(), "paths.*": GROUP_RULES["paths.*"]})
+        return errors or [ConfigError(*e) for e in eval_cross_rules(data)]
     if kind == "export":
-        return _apply_rules(data, {**EXPORT_RULES, "paths.*": GROUP_RULES["paths.*"]})
+        errors = _apply_rules(data, {**EXPORT_RULES, "paths.*": GROUP_RULES["paths.*"]})
+        return errors or [ConfigError(*e) for e in export_cross_rules(data)]
     if kind == "generate":
         return _apply_rules(data, GENERATE_RULES)
     return []

@@ -66,3 +66,23 @@ class StepCheckpoint(Callback):
         step = trainer.global_step
         if self.every and step > 0 and step % self.every == 0:
             trainer.save_checkpoint(self.path)
+
+
+class ValidateAtMaxSteps(Callback):
+    """A run stopped by ``trainer.max_steps`` in the middle of an epoch validates (and so writes
+    ``best.ckpt`` / ``last.ckpt`` and ``val/*`` in ``results.json``) at its last step.
+
+    Lightning ends such a run without validating; marking it ``should_stop`` at the last step
+    makes the epoch loop run validation after that batch, as it does for an early stop.
+    """
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True

@@ -28,6 +28,8 @@ from src.training.model_factory import (
     build_model,
     transform_callbacks,
 )
+from src.training.param_groups import parameter_groups
+from src.training.schedulers import build_scheduler, check_scheduler
 
 Hidden = list[tuple[Tensor, Tensor]]
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class LMModule(L.LightningModule):
         loss: dict[str, Any],
         data: dict[str, Any],
         quant: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -92,16 +95,28 @@ class LMModule(L.LightningModule):
         return self._live_weights is not None
 
     # ------------------------------------------------------------------ optimizers
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
+        """SGD / averaged SGD / Adam over ``optim.groups`` (each group at its own rate), and the
+        ``scheduler`` stepped per optimizer step (none by default)."""
         o = self.hparams.optim
-        params = self.model.parameters()
+        schedule = check_scheduler(self.hparams.get("scheduler"), o)
+        params = parameter_groups(
+            self.model, o.get("groups", "single"), o["lr"], o.get("lr_decay_per_group", 1.0)
+        )
         if o["name"] == "adam":
-            return torch.optim.Adam(
+            opt = torch.optim.Adam(
                 params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"]
             )
-        if self.asgd_active:  # resuming after the switch (REFERENCE §7)
-            return nt_asgd.make_asgd(params, lr=o["lr"], weight_decay=o["weight_decay"])
-        return torch.optim.SGD(params, lr=o["lr"], weight_decay=o["weight_decay"])
+        elif self.asgd_active:  # resuming after the switch (REFERENCE §7)
+            opt = nt_asgd.make_asgd(params, lr=o["lr"], weight_decay=o["weight_decay"])
+        else:
+            opt = torch.optim.SGD(params, lr=o["lr"], weight_decay=o["weight_decay"])
+        if schedule == "none":
+            return opt
+        cfg = self.hparams.scheduler
+        total = cfg.get("total_steps") or self.trainer.estimated_stepping_batches
+        scheduler = build_scheduler(opt, cfg, int(total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ training
     def on_train_start(self) -> None:
@@ -135,11 +150,15 @@ class LMModule(L.LightningModule):
             opt.zero_grad()
             return loss.detach()
         self._train_hidden = detach_hidden(out.hidden)
-        group = opt.param_groups[0]
-        base_lr = group["lr"]
-        group["lr"] = base_lr * float(lr_scale)  # variable-length BPTT: lr * seq_len / bptt
+        base_lrs = [group["lr"] for group in opt.param_groups]
+        for group, lr in zip(opt.param_groups, base_lrs, strict=True):
+            group["lr"] = lr * float(lr_scale)  # variable-length BPTT: lr * seq_len / bptt
         opt.step()
-        group["lr"] = base_lr
+        for group, lr in zip(opt.param_groups, base_lrs, strict=True):
+            group["lr"] = lr
+        base_lr = base_lrs[-1]  # the top group's: the configured optim.lr (or its schedule)
+        if (scheduler := self.lr_schedulers()) is not None:
+            scheduler.step()
 
         tokens = seq_len * batch_size
         # Under DDP each rank's nll is its own shard's mean; with equal shards the mean over
@@ -261,9 +280,14 @@ class LMModule(L.LightningModule):
             self._live_weights = None
 
     def _switch_to_asgd(self) -> None:
+        """Averaged SGD from here, over the same parameter groups at their current rates."""
         sgd = self.trainer.optimizers[0]
         lr, wd = sgd.param_groups[0]["lr"], sgd.param_groups[0]["weight_decay"]
-        self.trainer.optimizers = [nt_asgd.make_asgd(self.model.parameters(), lr, wd)]
+        groups = [
+            {"params": g["params"], "lr": g["lr"], "weight_decay": g["weight_decay"]}
+            for g in sgd.param_groups
+        ]
+        self.trainer.optimizers = [nt_asgd.make_asgd(groups, lr, wd)]
         self.asgd_active = True
         self.print(f"NT-ASGD: switching to averaged SGD at epoch {self.current_epoch + 1}")
 

@@ -1,4 +1,4 @@
-"""The fused integer LSTM kernels: ``runtime/int_lstm.c``, compiled on first use, loaded with ctypes.
+"""The fused integer LSTM kernels: ``runtime/int_lstm.c``, compiled on first use (ctypes).
 
 :class:`~src.quant.integer.engine.IntegerLSTMLayer` runs a window step by step in torch (about
 60 small integer ops per layer and time step, launch-bound at small batch). The C function

@@ -1,4 +1,4 @@
-"""``model.bin``: the integer model for the standalone C runtime (``python -m src.export format=c``).
+"""``model.bin``: the integer model for the standalone C runtime (``src.export format=c``).
 
 Every integer tensor, multiplier, shift, zero point and table of an :class:`IntegerLM`, and the
 vocabulary, little-endian, in a fixed order that ``runtime/awd_model.c`` reads back (layout:
@@ -181,9 +181,7 @@ def encode(lm: IntegerLM, meta: dict[str, Any], tables: str = "interpolated") ->
     return header + payload
 
 
-def write(
-    path: str | os.PathLike[str], lm: IntegerLM, meta: dict[str, Any], tables: str
-) -> int:
+def write(path: str | os.PathLike[str], lm: IntegerLM, meta: dict[str, Any], tables: str) -> int:
     """Write ``model.bin`` atomically (temp file + rename); return its size in bytes."""
     blob = encode(lm, meta, tables)
     atomic_write(path, lambda fh: fh.write(blob))

@@ -1,0 +1,117 @@
+"""Transfer to a new corpus (ULMFiT's second stage) and gradual unfreezing, as a callback.
+
+``+transfer.ckpt_path=PATH`` starts a run from a language model trained on another corpus.
+Every recurrent weight is copied. The embedding rows (and decoder bias) are matched by word, as
+fastai's ``match_embeds`` does: a word in both vocabularies keeps its row, a word new to the
+target corpus gets the mean row of the pretrained matrix (the mean bias). The run's vocabulary,
+saved in its checkpoints, is the target corpus's. A float checkpoint transfers into a
+``quant=qat`` model (its quantizers start fresh).
+
+``transfer.gradual_unfreeze=true`` (with ``optim.groups=lm_split``): epoch 1 trains only the
+last parameter group (embedding and decoder), each following epoch unfreezes the next group
+down (Howard & Ruder 2018, sec. 3.2). Frozen parameters get no gradient, hence no update and no
+weight decay.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from src.training.checkpoint import read_checkpoint
+from src.training.model_factory import adapt_checkpoint_state
+from src.training.param_groups import set_trainable
+
+log = logging.getLogger(__name__)
+
+#: Rows indexed by word: the embedding (and the decoder, tied or not) and the decoder bias.
+VOCAB_KEYS = ("model.embedding.weight", "model.decoder.weight", "model.decoder.bias")
+#: The model sizes a transferred checkpoint must share with the configured model.
+SIZE_KEYS = ("cell", "emb_size", "hidden_size", "num_layers", "tie_weights")
+
+
+def match_vocab(tensor: Tensor, old_vocab: list[str], new_vocab: list[str]) -> tuple[Tensor, int]:
+    """Rows of ``tensor`` (indexed by ``old_vocab``) for ``new_vocab``: a shared word keeps its
+    row, a new word gets the mean row. Returns the rows and the number of shared words."""
+    index = {word: i for i, word in enumerate(old_vocab)}
+    mean = tensor.float().mean(0).to(tensor.dtype)
+    rows = mean.expand(len(new_vocab), *tensor.shape[1:]).clone()
+    shared = [(i, index[w]) for i, w in enumerate(new_vocab) if w in index]
+    if shared:
+        new_idx, old_idx = (torch.tensor(ix) for ix in zip(*shared, strict=True))
+        rows[new_idx] = tensor[old_idx]
+    return rows, len(shared)
+
+
+def check_sizes(pretrained: dict[str, Any], configured: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose layer sizes differ from the configured model's."""
+    differ = [k for k in SIZE_KEYS if pretrained.get(k) != configured.get(k)]
+    if differ:
+        theirs = ", ".join(f"{k}={pretrained.get(k)!r}" for k in SIZE_KEYS)
+        ours = ", ".join(f"{k}={configured.get(k)!r}" for k in SIZE_KEYS)
+        raise ValueError(
+            f"{path} does not fit the configured model: the checkpoint has {theirs}; this run's "
+            f"model has {ours}. Set model.* to the checkpoint's sizes (or its experiment)."
+        )
+
+
+class Transfer(Callback):
+    """Load a language model trained on another corpus into this run (module docstring)."""
+
+    def __init__(self, ckpt_path: str, gradual_unfreeze: bool = False) -> None:
+        self.ckpt_path = Path(ckpt_path)
+        self.gradual_unfreeze = gradual_unfreeze
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if self.gradual_unfreeze and pl_module.hparams["optim"].get("groups") != "lm_split":
+            raise ValueError(
+                "transfer.gradual_unfreeze=true unfreezes parameter groups one by one: set "
+                "optim.groups=lm_split"
+            )
+        ckpt = read_checkpoint(self.ckpt_path)
+        check_sizes(ckpt["hyper_parameters"]["model"], pl_module.hparams["model"], self.ckpt_path)
+        old_vocab, new_vocab = ckpt.get("vocab"), pl_module.vocab
+        if old_vocab is None or new_vocab is None:
+            raise ValueError(f"{self.ckpt_path} holds no vocabulary to match words with")
+        state = ckpt["state_dict"]
+        shared = 0
+        for key in VOCAB_KEYS:
+            if key in state:
+                state[key], shared = match_vocab(state[key], list(old_vocab), list(new_vocab))
+        adapt_checkpoint_state(state, pl_module.state_dict())  # float -> QAT: fresh quantizers
+        pl_module.load_state_dict(state)
+        log.info(
+            "transfer from %s: %d of the %d target words were in its %d-word vocabulary, the "
+            "others start at the mean embedding row",
+            self.ckpt_path,
+            shared,
+            len(new_vocab),
+            len(old_vocab),
+        )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._unfreeze(trainer)  # also a run resumed mid-epoch, which skips the epoch start
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._unfreeze(trainer)
+
+    def _unfreeze(self, trainer: L.Trainer) -> None:
+        if not self.gradual_unfreeze:
+            return
+        groups = trainer.optimizers[0].param_groups
+        trainable = min(len(groups), trainer.current_epoch + 1)
+        set_trainable(groups, trainable)
+        log.info(
+            "gradual unfreezing: epoch %d trains the last %d of %d parameter groups",
+            trainer.current_epoch + 1,
+            trainable,
+            len(groups),
+        )
