@@ -92,15 +92,17 @@ def test_gradual_unfreezing_trains_only_the_top_group_first(
     assert len(opt) == 3 and opt[1]["lr"] / opt[0]["lr"] == pytest.approx(2.6)
 
 
-def test_transfer_with_adam_one_cycle_and_discriminative_rates(
+def test_transfer_into_qat_with_adam_one_cycle_and_discriminative_rates(
     corpora: Path, pretrained: Path, tmp_path: Path
 ) -> None:
-    """The issue's command in small: num_layers + 1 groups whose peak rates grow by 2.6x; the
-    run stops at max_steps mid-epoch and still validates and checkpoints."""
+    """The issue's command in small, into a QAT model: num_layers + 1 groups whose peak rates
+    grow by 2.6x; the float checkpoint's quantizers start fresh; the run stops at max_steps
+    mid-epoch and still validates and checkpoints."""
     results = run(
         corpora,
         tmp_path,
         f"+transfer.ckpt_path={pretrained}",
+        "quant=qat",
         "optim=adam",
         "scheduler=one_cycle",
         "optim.groups=lm_split",
@@ -114,6 +116,8 @@ def test_transfer_with_adam_one_cycle_and_discriminative_rates(
     peaks = [g["max_lr"] for g in groups]
     assert len(groups) == 3 and ckpt["global_step"] == 5
     assert [b / a for a, b in zip(peaks, peaks[1:], strict=False)] == pytest.approx([2.6, 2.6])
+    assert ckpt["hyper_parameters"]["quant"]["enabled"]
+    assert any(k.endswith("observer.initialized") for k in ckpt["state_dict"])
 
 
 def test_nt_asgd_switch_keeps_the_groups_and_their_rates(
@@ -128,16 +132,6 @@ def test_nt_asgd_switch_keeps_the_groups_and_their_rates(
     groups = ckpt["optimizer_states"][0]["param_groups"]
     assert len(groups) == 3 and all("t0" in g for g in groups)  # ASGD's groups
     assert [g["lr"] for g in groups] == pytest.approx([30 / 4, 30 / 2, 30])
-
-
-def test_a_float_checkpoint_transfers_into_qat(
-    corpora: Path, pretrained: Path, tmp_path: Path
-) -> None:
-    results = run(corpora, tmp_path, f"+transfer.ckpt_path={pretrained}", "quant=qat")
-    ckpt = state(tmp_path / "checkpoints" / "last.ckpt")
-    assert ckpt["hyper_parameters"]["quant"]["enabled"]
-    assert any(k.endswith("observer.initialized") for k in ckpt["state_dict"])
-    assert results["val/loss"] == results["val/loss"]
 
 
 def test_a_checkpoint_of_other_sizes_is_refused(
