@@ -22,6 +22,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -85,6 +86,8 @@ class OnnxGraph(nn.Module):
         with torch.no_grad():
             self.decoder.weight.copy_(decoder.weight)
             self.decoder.bias.copy_(decoder.bias)
+        if decoder.weight is model.embedding.weight:  # tied: one matrix in the file too
+            self.decoder.weight = self.embedding.weight
         self.eval()
 
     @property
@@ -97,10 +100,12 @@ class OnnxGraph(nn.Module):
         for i, lstm in enumerate(self.layers):
             x, (h, c) = lstm(x, (state[2 * i], state[2 * i + 1]))
             new_state += [h, c]
-        return (torch.log_softmax(self.decoder(x), dim=-1), *new_state)
+        T, B, E = x.shape
+        logits = self.decoder(x.reshape(T * B, E))  # 2-d: one Gemm (transB) on the shared matrix
+        return (torch.log_softmax(logits, dim=-1).reshape(T, B, -1), *new_state)
 
 
-def _onnx():  # noqa: ANN202 - the optional module
+def _onnx() -> ModuleType:
     try:
         import onnx
     except ImportError as exc:

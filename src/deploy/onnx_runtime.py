@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from .onnx_export import FORMAT, VERSION, state_names
 __all__ = ["OnnxLM"]
 
 
-def _ort():  # noqa: ANN202 - the optional module
+def _ort() -> ModuleType:
     try:
         import onnxruntime
     except ImportError as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -154,7 +155,7 @@ def test_generate_prints_the_engines_text(name: str, exported: dict) -> None:
     assert sampled != gen("--tokens", "60", "--temperature", "0.8", "--seed", "8")
 
 
-def one_error_line(proc, pattern: str) -> None:  # noqa: ANN001
+def one_error_line(proc: subprocess.CompletedProcess[str], pattern: str) -> None:
     assert proc.returncode != 0 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("awd_int8: error: "), proc.stderr
@@ -242,3 +243,47 @@ def test_model_bin_round_trips_the_engine_constants(exported: dict) -> None:
     assert int.from_bytes(blob[at + 8 : at + 12], "little") == weight.numel()
     got = torch.frombuffer(bytearray(blob[at + 12 : at + 12 + weight.numel()]), dtype=torch.int8)
     assert torch.equal(got.view_as(weight), weight)
+
+
+CHAR_MODELS = {  # 17 tokens each, for the 17-row fixture model
+    "char": (["<eos>", *"abcdefghijklmn ", "é"], "char"),  # every character, UTF-8
+    "ptb-char": (["<eos>", "<unk>", *"abcdefghijklmn", "_"], "word"),  # spaced, "_" a space
+}
+
+
+@needs_cc
+@pytest.mark.parametrize("kind", list(CHAR_MODELS))
+def test_character_level_models(kind: str, exported: dict, tmp_path: Path) -> None:
+    """Character tokenization (multi-byte UTF-8 included), PTB-char's spaced symbols with "_"
+    as the space, and <unk> for an unknown symbol: scores and text as the Python side's."""
+    entry = exported["lstm_qat"]
+    itos, tokenizer = CHAR_MODELS[kind]
+    meta = {"vocab": itos, "data": {"tokenizer": tokenizer, "char_level": True}}
+    model = tmp_path / "model.bin"
+    model_bin.write(model, entry["lm"], meta, "interpolated")
+    text = tmp_path / "t.txt"
+    if tokenizer == "char":
+        text.write_text("abc éd ma\nnaé\n\nlmk", encoding="utf-8")
+    else:
+        text.write_text("a b _ c z d\n n _ m\n\nl m k", encoding="utf-8")
+    got = last_json(run(entry["native"], model, "score", text).stdout)
+    ids = Vocab(itos).encode(t for line in tokenize(text, tokenizer) for t in line.tokens)
+    ids = torch.from_numpy(ids).long().unsqueeze(1)
+    nll, _ = entry["lm"].score(ids[:-1], ids[1:])
+    assert got["tokens"] == len(ids) - 1
+    assert math.isclose(got["loss"], float(nll) / (len(ids) - 1), rel_tol=1e-6)
+    for temperature in ("0", "0.9"):
+        printed = run(
+            entry["native"],
+            model,
+            "generate",
+            "--tokens",
+            "30",
+            "--temperature",
+            temperature,
+            "--seed",
+            "3",
+            "--prompt",
+            "ab c",
+        ).stdout
+        assert printed == python_generate(entry["lm"], meta, 30, float(temperature), 3, "ab c")

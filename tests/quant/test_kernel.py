@@ -1,4 +1,4 @@
-"""The fused C kernel of the integer LSTM (src/quant/integer/int_lstm.c via kernel_lstm.py): bit
+"""The fused C kernel of the integer LSTM (integer/runtime/int_lstm.c via kernel_lstm.py): bit
 for bit the torch step loop of IntegerLSTMLayer, on random codes and constants that reach every
 corner (left shifts, int32 wrap of the bias add, saturation, padding, 4-bit h), in both the
 AVX-512 VNNI build and the portable C build; and the fallbacks."""

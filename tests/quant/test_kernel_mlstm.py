@@ -1,4 +1,4 @@
-"""The fused C kernel of the integer mLSTM (``awd_int_mlstm_layer`` in src/quant/integer/int_lstm.c
+"""The fused C kernel of the integer mLSTM (``awd_int_mlstm_layer`` in integer/runtime/int_lstm.c
 via kernel_mlstm.py): bit for bit the torch step loop of IntegerMLSTMLayer, on layers converted
 from trained QAT models (the plain cell and every option: peepholes, cell clip, projection with
 a clip), on "wild" copies of them whose constants reach the corners (left shifts, int32 wrap of

@@ -42,6 +42,10 @@ def write_runtime(
     for name in SOURCES:
         data = (RUNTIME_DIR / name).read_bytes()
         atomic_write(out / name, lambda fh, data=data: fh.write(data))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.bin", *SOURCES):  # temp files are created 0600: the folder is to share
+        os.chmod(out / name, 0o666 & ~umask)
     return {"model_bin": str(out / "model.bin"), "model_bin_bytes": size, "files": list(SOURCES)}
 
 

@@ -308,6 +308,8 @@ static int parse(reader *r, awd_model *m) {
     awd_pack_weight(V, m->dec_input, dec, m->dec_w, m->dec_corr);
     if (!(m->dec_bias = get_i32(r, "DECB", V))) return -1;
     if (!(m->dec_scale = get32(r, "DECS", T_F32, V))) return -1;
+    for (int v = 0; v < V; v++) /* finite float32 (exponent bits not all ones) */
+        if ((m->dec_scale[v] >> 23 & 0xFF) == 0xFF) return fail(r, "decoder scale %d is not finite", v);
     if (!take(r, "END_", T_U8, 0, NULL)) return -1;
     return r->off == r->n ? 0 : fail(r, "%zu unexpected bytes after the last record", r->n - r->off);
 }

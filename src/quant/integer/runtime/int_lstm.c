@@ -75,13 +75,15 @@ static inline __attribute__((always_inline)) void gemm_tile(
             _mm512_storeu_si512((void *)(acc + (size_t)r * astride + j0 + 16 * v), a[r][v]);
 }
 
+/* Channel tiles outside, row tiles inside: each tile's weight slab (Kq x 64 x 4 bytes) is read
+ * from memory once and reused by every row (the runtime's decoder has 64 rows, 10k channels). */
 static void recurrent_gemm(int B, int Kq, int Gp, const uint8_t *hu, const int8_t *wp, int32_t *acc) {
     const int hstride = 4 * Kq;
-    for (int b0 = 0; b0 < B; b0 += TILE_ROWS) {
-        const int nrows = B - b0 < TILE_ROWS ? B - b0 : TILE_ROWS;
-        const uint8_t *h = hu + (size_t)b0 * hstride;
-        int32_t *out = acc + (size_t)b0 * Gp;
-        for (int j0 = 0; j0 < Gp; j0 += TILE_CHANNELS) {
+    for (int j0 = 0; j0 < Gp; j0 += TILE_CHANNELS) {
+        for (int b0 = 0; b0 < B; b0 += TILE_ROWS) {
+            const int nrows = B - b0 < TILE_ROWS ? B - b0 : TILE_ROWS;
+            const uint8_t *h = hu + (size_t)b0 * hstride;
+            int32_t *out = acc + (size_t)b0 * Gp;
             switch (nrows) { /* constant row counts: the accumulators stay in registers */
             case 1: gemm_tile(1, Kq, Gp, j0, h, hstride, wp, out, Gp); break;
             case 2: gemm_tile(2, Kq, Gp, j0, h, hstride, wp, out, Gp); break;
