@@ -90,10 +90,13 @@ def test_training_reproduces_legacy_runs(name: str, tiny: Path) -> None:
 def test_smoke_runs_on_ptb_reproduce_legacy_numbers(
     tmp_path: Path, corpora_dir: Path, cache_dir: Path
 ) -> None:
-    """``experiment=smoke`` on real PTB, float / QAT x LSTM / mLSTM, as the old code gave."""
+    """``experiment=smoke`` on real PTB with the QAT transform (LSTM and mLSTM), as the old code
+    gave. (All four were checked when the transform landed; the float runs are the same code
+    path as the tiny float reruns above, so CI runs only the two that go through ``prepare``.)"""
     from src.train import train
 
-    for i, (overrides, want) in enumerate(SMOKE.items()):
+    runs = {k: v for k, v in SMOKE.items() if "quant=qat" in k}
+    for i, (overrides, want) in enumerate(runs.items()):
         cfg = compose_train(
             ["experiment=smoke", "logger=csv", "~callbacks.rich_progress_bar", *overrides.split()],
             tmp_path / str(i),
