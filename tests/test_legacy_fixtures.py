@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from tests.conftest import CONF_DIR, TINY_OVERRIDES, compose_train, write_tiny_corpus
+from tests.conftest import TINY_OVERRIDES, compose_train, write_tiny_corpus
+from tests.fixtures.legacy import make_legacy
 
 LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((LEGACY / "expected.json").read_text())
@@ -39,22 +39,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def evaluate(ckpt: Path, root: Path, split: str, engine: str) -> float:
-    from src.eval import evaluate as run_eval
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "eval",
-            overrides=[
-                f"ckpt_path={ckpt}",
-                f"split={split}",
-                f"engine={engine}",
-                "accelerator=cpu",
-                f"paths.data_dir={root / 'corpora'}",
-                f"paths.cache_dir={root / 'cache'}",
-                f"out={root / 'eval.json'}",
-            ],
-        )
-    return float(run_eval(cfg)["loss"])
+    """``python -m src.eval`` in this process, as ``make_legacy`` measured the fixtures."""
+    return make_legacy.evaluate(ckpt, root / "corpora", root / "cache", split, engine)
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

@@ -67,6 +67,7 @@ class Transfer(Callback):
     def __init__(self, ckpt_path: str, gradual_unfreeze: bool = False) -> None:
         self.ckpt_path = Path(ckpt_path)
         self.gradual_unfreeze = gradual_unfreeze
+        self._trainable: int | None = None  # groups last unfrozen (epoch 1 starts twice)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -108,6 +109,9 @@ class Transfer(Callback):
             return
         groups = trainer.optimizers[0].param_groups
         trainable = min(len(groups), trainer.current_epoch + 1)
+        if trainable == self._trainable:
+            return
+        self._trainable = trainable
         set_trainable(groups, trainable)
         log.info(
             "gradual unfreezing: epoch %d trains the last %d of %d parameter groups",
