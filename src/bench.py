@@ -4,7 +4,9 @@ Times one full training step (forward, AR/TAR, backward, clip, optimizer step) a
 step of each model variant beside a raw ``torch.nn.LSTM`` stack of the same shapes without dropout
 (the reference), in the same process, after warm-up. Rounds interleave the variants and the median
 is reported, because shared machines are noisy. Prints a table, then one JSON object of every
-figure as the last line.
+figure as the last line. The ``gru`` variant's ratio is against a raw ``nn.GRU`` stack of the same
+shapes (row ``raw_gru``); ``qrnn``'s against the raw ``nn.LSTM`` stack like the others (torch has
+no QRNN layer).
 
 Two more measurements (``conf/bench.yaml``):
 
@@ -19,6 +21,9 @@ Two more measurements (``conf/bench.yaml``):
   its exec) is the build's alone, not the benchmark's; it is printed beside the authors' loader
   (salesforce ``data.Corpus``: 262 s and 1.02 GB for that corpus on the project's 2-core
   machine).
+* ``softmax_bench=true``: one training step of the loss alone (forward and backward) for each
+  ``loss.softmax`` kind at V = 267,735, E = 400, 1,400 tokens (``softmax.*``): loss, tokens/s
+  and peak memory of the step (``src.benchmarks.softmax``; each kind in a fresh process on CPU).
 """
 
 from __future__ import annotations
@@ -33,13 +38,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.benchmarks.cache import cache_bench
 from src.benchmarks.engine import engine_bench
+from src.benchmarks.softmax import softmax_bench
 from src.benchmarks.steps import (
     AMP_DTYPES,
+    REFERENCES,
     SHAPES,
     VARIANTS,
     Timed,
     model_steps,
     raw_steps,
+    reference_of,
     tokens_per_second,
 )
 
@@ -65,6 +73,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             )
         except (ValueError, NotImplementedError) as exc:  # a variant not available in this build
             skipped[name] = str(exc)
+    for name in list(builders):  # the other raw stacks the variants are measured against
+        if reference_of(name) not in builders:
+            builders[reference_of(name)] = raw_steps(
+                shape, device, dtype, rnn=REFERENCES[reference_of(name)]
+            )
     train_tokens = shape["batch"] * shape["bptt"]
     eval_tokens = 10 * shape["bptt"]
     samples: dict[str, dict[str, list[float]]] = {n: {"train": [], "eval": []} for n in builders}
@@ -82,7 +95,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         n: Timed(statistics.median(s["train"]), statistics.median(s["eval"]))
         for n, s in samples.items()
     }
-    ref = timed["raw_lstm"]
     figures: dict[str, Any] = {
         "device": describe(device),
         "shape": cfg.shape,
@@ -95,15 +107,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "skipped": skipped,
     }
     for name, t in timed.items():
+        ref = timed[reference_of(name)]
         figures[f"{name}/train_tokens_per_s"] = round(t.train_tps, 1)
         figures[f"{name}/eval_tokens_per_s"] = round(t.eval_tps, 1)
         figures[f"{name}/train_ratio"] = round(t.train_tps / ref.train_tps, 3)
         figures[f"{name}/eval_ratio"] = round(t.eval_tps / ref.eval_tps, 3)
-    print_table(timed, ref, figures)
+    print_table(timed, figures)
     if cfg.engine:
         figures.update(engine_bench(cfg, shape))
     if cfg.cache_bench:
         figures.update(cache_bench(cfg))
+    if cfg.get("softmax_bench"):
+        figures.update(softmax_bench(cfg))
     return figures
 
 
@@ -113,20 +128,22 @@ def describe(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def print_table(timed: dict[str, Timed], ref: Timed, figures: dict[str, Any]) -> None:
+def print_table(timed: dict[str, Timed], figures: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(
         title=f"tokens/s on {figures['device']}, shape {figures['shape']} "
-        f"({figures['dtype']}, amp {figures['amp']}); ratio = variant / raw nn.LSTM stack "
-        f"({figures['dtype']})"
+        f"({figures['dtype']}, amp {figures['amp']}); ratio = variant / its raw stack (column "
+        f"vs: raw nn.LSTM or nn.GRU layers, {figures['dtype']})"
     )
-    for col in ("variant", "train tok/s", "train ratio", "eval tok/s", "eval ratio"):
-        table.add_column(col, justify="right" if col != "variant" else "left")
+    for col in ("variant", "vs", "train tok/s", "train ratio", "eval tok/s", "eval ratio"):
+        table.add_column(col, justify="right" if col not in ("variant", "vs") else "left")
     for name, t in timed.items():
+        ref = timed[reference_of(name)]
         table.add_row(
             name,
+            reference_of(name),
             f"{t.train_tps:,.0f}",
             f"{t.train_tps / ref.train_tps:.2f}x",
             f"{t.eval_tps:,.0f}",

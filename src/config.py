@@ -15,6 +15,7 @@ from omegaconf import MISSING
 
 from src.evaluation.cli_options import DynamicOptions, PointerOptions
 from src.models.awd import AWDLSTMConfig
+from src.models.classifier import check_head
 from src.quant.config import QuantConfig
 
 
@@ -42,6 +43,39 @@ class DataConfig:
     url_overrides: dict[str, str] | None = None  # mirror URLs, keyed as in src/data/download.py
 
 
+class LabelledFormat(str, Enum):
+    csv = "csv"  # <path>/{train,valid,test}.csv with `text` and `label` columns
+    wt2_sections = "wt2_sections"  # WikiText paragraphs labelled with their section heading
+
+
+class Truncate(str, Enum):
+    head = "head"  # keep a long document's first max_len tokens
+    tail = "tail"  # keep its last max_len tokens (fastai's choice)
+
+
+@dataclass
+class LabelledDataConfig(DataConfig):
+    """``data=csv`` / ``data=wt2_sections``: labelled documents (src/data/labelled.py).
+
+    A subclass of DataConfig because OmegaConf merges only a subclass into the train schema's
+    ``data`` node. Of the inherited keys the labelled data reads corpus, data_dir, download,
+    url_overrides and the three batch sizes (documents per batch); bptt is the classifier
+    encoder's chunk length; tokenizer must stay word and char_level false; the rest is unused.
+    """
+
+    format: LabelledFormat = LabelledFormat.csv
+    path: str | None = None  # csv: the folder holding train.csv, valid.csv, test.csv
+    max_len: int = 1440  # tokens kept per document (fastai: 72 * 20)
+    truncate: Truncate = Truncate.head
+    min_freq: int = 2  # vocabulary built from train: a word needs this many occurrences
+    num_classes: int | None = None  # wt2_sections: headings kept; csv: expected count, or null
+    corpus: str = "wikitext-2"  # wt2_sections: the WikiText folder under data_dir
+    batch_size: int = 64
+    eval_batch_size: int = 64
+    test_batch_size: int = 64
+    bptt: int = 72
+
+
 class OptimizerName(str, Enum):
     sgd = "sgd"
     adam = "adam"
@@ -56,6 +90,7 @@ class NonFinite(str, Enum):
 class Grouping(str, Enum):
     single = "single"  # every parameter in one group (the paper's training)
     lm_split = "lm_split"  # fastai's awd_lstm_lm_split: each layer, then embedding + decoder
+    clas_split = "clas_split"  # fastai's awd_lstm_clas_split: embedding, each layer, the head
 
 
 @dataclass
@@ -97,10 +132,39 @@ class SchedulerConfig:
     cycle_momentum: bool = True
 
 
+class SoftmaxKind(str, Enum):
+    full = "full"  # every token's [V] logits at once (the paper's)
+    chunked = "chunked"  # the same loss, chunk_size tokens' logits at a time (forward and backward)
+    split = "split"  # salesforce's tied split softmax over frequency-ranked words
+
+
 @dataclass
 class LossConfig:
     alpha: float = 2.0  # activation regularization (AR) on the dropped last-layer output
     beta: float = 1.0  # temporal activation regularization (TAR) on the raw last-layer output
+    softmax: SoftmaxKind = SoftmaxKind.full  # src/models/softmax.py
+    chunk_size: int = 128  # chunked: tokens per chunk
+    # split: frequency ranks where tail clusters 1..K start; null: salesforce's [2800, 20000,
+    # 76000] for V > 75k ([4200, 35000, 180000] for V > 500k), else those scaled to V
+    splits: list[int] | None = None
+
+
+class TaskName(str, Enum):
+    lm = "lm"  # language model on a corpus (LMDataModule, LMModule)
+    classify = "classify"  # text classifier on labelled documents (src/training/tasks.py)
+
+
+@dataclass
+class TaskConfig:
+    """``task`` group: what src.train trains (src/training/tasks.py). The head keys are read by
+    ``task=classify`` only (src/models/classifier.py, fastai's PoolingLinearClassifier)."""
+
+    name: TaskName = TaskName.lm
+    lin_sizes: list[int] = field(default_factory=lambda: [50])  # hidden sizes of the head
+    ps: list[float] = field(default_factory=lambda: [0.4, 0.1])  # dropout of each head block
+
+    def __post_init__(self) -> None:
+        check_head(self.lin_sizes, self.ps)
 
 
 @dataclass
@@ -110,6 +174,7 @@ class TrainConfig:
     ckpt_path: str | None = None  # resume training from this Lightning checkpoint
     test: bool = True  # evaluate the best checkpoint on the test split at the end
     optimized_metric: str = "val/ppl"  # results.json key main() returns (what sweepers optimize)
+    task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: AWDLSTMConfig = field(default_factory=AWDLSTMConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
@@ -177,6 +242,8 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="export_schema", node=ExportConfig)
+    # conf/data/{csv,wt2_sections}.yaml list it first in their defaults
+    cs.store(group="data", name="labelled_schema", node=LabelledDataConfig)
 
 
 register_configs()

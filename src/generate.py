@@ -68,7 +68,7 @@ def sample(model: AWDLSTM, start: list[int], n: int, temperature: float, seed: i
     for _ in range(n):
         out = model(inputs, hidden)
         hidden = out.hidden
-        logits = model.decoder(out.output[-1, 0]).float()
+        logits = model.softmax.logits(model.decoder, out.output[-1, 0]).float()
         if temperature == 0:
             next_id = int(logits.argmax())
         else:

@@ -1,13 +1,14 @@
-"""Train a language model: ``python -m src.train [experiment=...] [group=option] [key=value]``.
+"""Train a language model or a classifier: ``python -m src.train [task=lm|classify]
+[experiment=...] [group=option] [key=value]``.
 
-Compose the config -> build the datamodule, module, loggers, callbacks and trainer -> fit ->
-test the best checkpoint -> write ``results.json`` in the run folder.
+Compose the config -> build the task's datamodule and module (src/training/tasks.py), loggers,
+callbacks and trainer -> fit -> test the best checkpoint -> write ``results.json`` in the run
+folder.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.checks import check_config, one_line_config_errors
 from src.config import register_configs
-from src.data.datamodule import LMDataModule
-from src.training.module import LMModule
+from src.training.encoder_transfer import read_vocab
 from src.training.run_logs import keep_wandb_run_id
-from src.training.transfer import Transfer
+from src.training.tasks import TASKS, task_name
 from src.utils.io import atomic_write_json, atomic_write_text
 from src.utils.provenance import write_provenance
 from src.utils.resolvers import register_resolvers
@@ -39,23 +39,15 @@ def container(node: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
-def build_datamodule(cfg: DictConfig) -> LMDataModule:
-    return LMDataModule(**container(cfg.data), seed=cfg.seed)
+def build_datamodule(cfg: DictConfig, vocab: list[str] | None = None) -> L.LightningDataModule:
+    """The task's datamodule; ``vocab`` (a transferred encoder's) is used as is."""
+    return TASKS[task_name(cfg)].datamodule(container(cfg.data), cfg.seed, vocab)
 
 
-def build_module(cfg: DictConfig, vocab: list[str]) -> LMModule:
-    model_cfg = container(cfg.model)
-    model_cfg["vocab_size"] = len(vocab)
-    module = LMModule(
-        model=model_cfg,
-        optim=container(cfg.optim),
-        loss=container(cfg.loss),
-        data=container(cfg.data),
-        quant=container(cfg.quant),
-        scheduler=container(cfg.scheduler),
-    )
-    module.vocab = vocab
-    return module
+def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
+    """The task's LightningModule, sized by the prepared datamodule (its vocabulary, classes,
+    word counts)."""
+    return TASKS[task_name(cfg)].module(container(cfg), datamodule)
 
 
 def instantiate_group(node: DictConfig | None) -> list[Any]:
@@ -88,16 +80,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "TORCHINDUCTOR_CACHE_DIR", str(Path(cfg.paths.cache_dir) / "inductor")
         )
 
-    datamodule = build_datamodule(cfg)
+    task = TASKS[task_name(cfg)]
+    transfer = container(cfg.transfer) if cfg.get("transfer") else {}
+    vocab = None  # a classifier reads documents with its transferred encoder's vocabulary
+    if transfer.get("ckpt_path") and task_name(cfg) == "classify":
+        vocab = read_vocab(transfer["ckpt_path"])
+    datamodule = build_datamodule(cfg, vocab)
     datamodule.prepare_data()
-    module = build_module(cfg, datamodule.vocab.itos)
+    module = build_module(cfg, datamodule)
     n_params = sum(p.numel() for p in module.model.parameters())
     log.info("model: %s parameters, vocabulary %d", f"{n_params:,}", len(datamodule.vocab))
 
     callbacks = instantiate_group(cfg.get("callbacks"))
-    transfer = container(cfg.transfer) if cfg.get("transfer") else {}
     if transfer.get("ckpt_path"):  # +transfer.ckpt_path=PATH: start from another corpus's model
-        callbacks.append(Transfer(**transfer))
+        callbacks.append(task.transfer(**transfer))
     if not cfg.trainer.get("enable_progress_bar", True):
         # trainer.enable_progress_bar=false means no bar, including the configured rich one
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
@@ -119,27 +115,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def collect_results(
-    trainer: L.Trainer, module: LMModule, datamodule: LMDataModule, cfg: DictConfig
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    cfg: DictConfig,
 ) -> dict[str, Any]:
-    """Best validation loss, and the test metrics of the best checkpoint."""
-    results: dict[str, Any] = {"n_parameters": sum(p.numel() for p in module.parameters())}
-    ckpt_cb = trainer.checkpoint_callback
-    best = getattr(ckpt_cb, "best_model_path", "") if ckpt_cb else ""
-    if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
-        val_loss = float(ckpt_cb.best_model_score)
-    else:
-        val_loss = float(trainer.callback_metrics.get("val/loss", float("nan")))
-    results["val/loss"] = val_loss
-    results["val/ppl"] = math.exp(min(val_loss, 700.0))
-    if datamodule.char_level:
-        results["val/bpc"] = val_loss / math.log(2)
-    results["best_checkpoint"] = best or None
-    if cfg.get("test"):
-        metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)[0]
-        for key in ("test/loss", "test/ppl", "test/bpc"):
-            if key in metrics:
-                results[key] = float(metrics[key])
-    return results
+    """The task's results: best validation metrics, and the test metrics of the best
+    checkpoint (language model: loss, ppl, bpc; classifier: loss, acc, f1)."""
+    return TASKS[task_name(cfg)].results(trainer, module, datamodule, bool(cfg.get("test")))
 
 
 def optimized_value(results: dict[str, Any], metric: str) -> float:

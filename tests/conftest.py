@@ -28,6 +28,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+#: The session fixture whose two real-PTB epochs take longest. Under pytest-xdist (``-n 2``) one
+#: worker trains them (:func:`ptb_tiny_runs`) while the other runs the rest of the suite.
+LONG_FIXTURE = "ptb_tiny_runs"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The first test that needs :data:`LONG_FIXTURE` runs first and the others last, so the
+    training overlaps the suite, and no worker sits waiting for it (stable: order kept
+    otherwise)."""
+    users = [item for item in items if LONG_FIXTURE in getattr(item, "fixturenames", ())]
+    rank = {id(item): 2 for item in users[1:]}
+    if users:
+        rank[id(users[0])] = 0
+    items.sort(key=lambda item: rank.get(id(item), 1))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _quiet_wandb() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -150,7 +166,28 @@ def ptb_tiny_runs(
     and side by side: the QAT run in a child process and the float run here, one thread each
     (the custom QAT cell gains little from a second thread, so this saves CI minutes over two
     2-thread runs in a row; float results are identical at 1 and 2 threads). Shared by the
-    real-corpus checks: the float acceptance figure and the QAT comparison."""
+    real-corpus checks: the float acceptance figure and the QAT comparison. Under pytest-xdist
+    the first worker to ask trains and the others read its results (the xdist-documented
+    file-lock recipe; :func:`pytest_collection_modifyitems` orders the users so none waits)."""
+    import json
+
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's base folder, common to all workers
+    done = shared / "ptb_tiny_runs.json"
+    with FileLock(str(done) + ".lock"):
+        if done.is_file():
+            return json.loads(done.read_text())
+        results = _train_ptb_tiny_pair(tmp_path_factory.mktemp("ptb_tiny"), corpora_dir, cache_dir)
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results))
+        tmp.replace(done)
+        return results
+
+
+def _train_ptb_tiny_pair(out: Path, corpora_dir: Path, cache_dir: Path) -> dict[str, Any]:
     import json
     import subprocess
     import sys
@@ -159,7 +196,6 @@ def ptb_tiny_runs(
 
     from src.train import train
 
-    out = tmp_path_factory.mktemp("ptb_tiny")
     qat_dir, log = out / "qat", out / "qat.log"
     cmd = [
         sys.executable,

@@ -4,6 +4,7 @@ evaluation, token-cache build of a repeated tiny corpus) and the cache-bench hel
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -115,3 +116,39 @@ def test_bench_mixed_precision_rows(tmp_path: Path) -> None:
     assert figures["amp"] == "bfloat16" and figures["raw_lstm/train_ratio"] == 1.0
     for name in ("raw_lstm_bfloat16", "mlstm"):
         assert figures[f"{name}/train_tokens_per_s"] > 0
+
+
+def test_softmax_bench_at_a_small_vocabulary(tmp_path: Path) -> None:
+    """``softmax_bench=true`` (tiny V through the overrides): every kind's loss, tokens/s and peak
+    memory, each kind measured in a fresh process; full and chunked give the same loss."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "src.bench",
+        "++shape_overrides={vocab:40,emb:8,hidden:12,batch:3,bptt:5}",
+        "variants=[]",
+        "engine=false",
+        "softmax_bench=true",
+        "softmax.vocab=3000",
+        "softmax.emb=16",
+        "softmax.tokens=200",
+        "softmax.chunk_size=16",
+        "softmax.steps=1",
+        "warmup=1",
+        "steps=1",
+        "rounds=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert figures["softmax/vocab"] == 3000 and figures["softmax/splits"] == [31, 224, 852]
+    for kind in ("full", "chunked", "split"):
+        assert figures[f"softmax/{kind}/tokens_per_s"] > 0
+        assert figures[f"softmax/{kind}/peak_mb"] >= 0
+        assert math.isfinite(figures[f"softmax/{kind}/loss"])
+    assert figures["softmax/chunked/loss"] == pytest.approx(figures["softmax/full/loss"], rel=1e-5)
+    assert "peak" in figures["softmax/memory"] and "peak memory:" in proc.stdout

@@ -57,7 +57,15 @@ TRAIN_ROWS = [
     ("model", ["model.dropout_emb=-0.1"], "model.dropout_emb"),
     ("model", ["model.weight_drop_mode=rows"], "model.weight_drop_mode"),
     ("model", ["model.init_range=0"], "model.init_range"),
-    ("model", ["model.cell=gru"], "model.cell"),
+    ("model", ["model.cell=rnn_tanh"], "model.cell"),
+    ("model", ["model.weight_drop_targets=[kernel]"], "model.weight_drop_targets"),
+    ("model", ["model.weight_drop_targets=[]"], "model.weight_drop_targets"),
+    ("model", ["model=qrnn", "model.qrnn.zoneout=1.5"], "model.qrnn.zoneout"),
+    ("model", ["model=qrnn", "model.qrnn.window=3"], "model.qrnn.window"),
+    ("model", ["model.qrnn.zoneout=0.1"], "model.qrnn.zoneout"),  # with cell=lstm
+    ("model", ["model=qrnn", "model.recurrent_dropout=0.1"], "model.recurrent_dropout"),
+    ("model", ["model=qrnn", "model.runner=loop"], "model.runner"),
+    ("model", ["model.cell=gru", "model.runner=scan"], "model.runner"),
     ("model", ["model.runner=cudnn", "model.recurrent_dropout=0.1"], "model.runner"),
     ("model", ["model.runner=fused"], "model.runner"),
     ("model", ["model=mlstm", "model.mlstm.cell_clip=-1"], "model.mlstm.cell_clip"),
@@ -73,6 +81,8 @@ TRAIN_ROWS = [
     ("quant", ["quant.ema_momentum=0"], "quant.ema_momentum"),
     ("quant", ["quant.delay_steps=-1"], "quant.delay_steps"),
     ("quant", ["quant=qat", "model.runner=loop"], "model.runner"),
+    ("quant", ["quant=qat", "model.cell=gru"], "model.cell"),  # QAT: lstm and mlstm only
+    ("quant", ["quant=qat", "model=qrnn"], "model.cell"),
     ("quant", ["quant=int4"], "quant"),
     # data (LMDataModule's constructor checks; Hydra's enum)
     ("data", ["data.bptt=0"], "data.bptt"),
@@ -106,10 +116,41 @@ TRAIN_ROWS = [
     ),
     ("transfer", ["+transfer.ckpt_path=/no/such.ckpt"], "transfer.ckpt_path"),
     ("transfer", ["transfer.gradual_unfreeze=true"], "transfer.gradual_unfreeze"),
+    (
+        "transfer",
+        ["task=classify", "data=wt2_sections", "transfer.gradual_unfreeze=true"],
+        "transfer.gradual_unfreeze",
+    ),
+    # task (TaskConfig's head checks, and what each task refuses)
+    ("task", ["task=nosuch"], "task"),
+    ("task", ["task.ps=[0.1]"], "task.ps"),
+    ("task", ["task.lin_sizes=[0]"], "task.lin_sizes"),
+    ("task", ["model.bidirectional=true"], "model.bidirectional"),  # the LM sees the future
+    ("task", ["data=wt2_sections"], "data.format"),  # labelled data for a language model
+    ("task", ["optim.groups=clas_split"], "optim.groups"),
+    ("task", ["task=classify"], "data.corpus"),  # experiment=smoke: a corpus, no labels
+    ("task", ["task=classify", "data=wt2_sections", "optim.groups=lm_split"], "optim.groups"),
+    ("task", ["task=classify", "data=wt2_sections", "quant=qat"], "quant.enabled"),
+    (
+        "task",
+        ["task=classify", "data=wt2_sections", "optim=nt_asgd", "scheduler=none"],
+        "optim.nt_asgd",
+    ),
+    (  # a cross-field check of AWDLSTMConfig: named by its group
+        "task",
+        ["task=classify", "data=wt2_sections", "model.bidirectional=true", "model.hidden_size=33"],
+        "model",
+    ),
     ("trainer", ["trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches"),
     # loss
     ("loss", ["loss.alpha=-1"], "loss.alpha"),
     ("loss", ["loss.beta=-0.5"], "loss.beta"),
+    ("loss", ["loss.softmax=sampled"], "loss.softmax"),
+    ("loss", ["loss.chunk_size=0"], "loss.chunk_size"),
+    ("loss", ["loss.splits=[2000,100]"], "loss.splits"),
+    ("loss", ["loss.splits=[0,100]"], "loss.splits"),
+    ("loss", ["quant=qat", "loss.softmax=split"], "loss.softmax"),  # QAT: the full softmax only
+    ("loss", ["quant=qat", "loss.softmax=chunked"], "loss.softmax"),
     # trainer (Lightning's accepted values, and the Trainer's arguments)
     ("trainer", ["trainer.max_epochs=-2"], "trainer.max_epochs"),
     ("trainer", ["trainer.max_epochs=abc"], "trainer.max_epochs"),
@@ -266,12 +307,18 @@ VALID = [
     ["optim.lr=0"],  # tests fine-tune with a zero learning rate
     ["logger=csv"],
     ["logger=none"],
+    ["loss.softmax=chunked", "loss.chunk_size=64"],
+    ["loss.softmax=split", "loss.splits=[2800,20000,76000]"],
+    ["loss.softmax=split", "loss.splits=[]", "optim.groups=lm_split"],
     ["trainer=ddp"],
     ["trainer=gpu", "trainer.precision=bf16-mixed", "model.compile_cell=true"],
     ["data=ptb_char"],
     ["data=enwik8"],
     ["data=wikitext2"],
     ["data=wikitext103"],
+    ["task=classify"],
+    ["task=classify", "model.bidirectional=true", "optim.groups=clas_split"],
+    ["experiment=smoke_classify", "test=false", "optimized_metric=val/f1"],
     ["model.recurrent_dropout=0.2", "model.runner=loop"],
     ["model.weight_drop_mode=row", "data.variable_bptt=false", "optim.when=[1]"],
     ["test=false", "optimized_metric=val/loss"],
@@ -298,6 +345,8 @@ def test_valid_finetune_and_other_entry_points_pass(ckpt_file: Path, tmp_path: P
     validate(compose_any("train", transfer, tmp_path))
     adam = ["optim=adam", "scheduler=one_cycle", "optim.groups=lm_split", "trainer.max_steps=10"]
     validate(compose_any("train", [f"+transfer.{ckpt}", *adam], tmp_path))
+    classify = ["experiment=wt2_sections_clas", f"+transfer.{ckpt}"]
+    validate(compose_any("train", classify, tmp_path))
     validate(compose_any("eval", [ckpt, "pointer.enabled=true", "dynamic.enabled=true"], tmp_path))
     validate(compose_any("eval", [ckpt, "engine=int8", "split=valid", "batch_size=1"], tmp_path))
     validate(compose_any("export", [ckpt, "tables=full"], tmp_path))

@@ -29,13 +29,26 @@ SHAPES: dict[str, dict[str, int]] = {
     "wt2": {"vocab": 33278, "emb": 400, "hidden": 1150, "layers": 3, "batch": 80, "bptt": 70},
 }
 
-# Variants: model options on top of the salesforce PTB dropouts (all on).
+# Variants: model options on top of the salesforce PTB dropouts (all on). A variant's ratio is
+# against its ``reference`` raw stack (default ``raw_lstm``): the GRU against a raw ``nn.GRU``
+# stack; the QRNN, which torch has no layer of, against the raw ``nn.LSTM`` stack as the others.
 VARIANTS: dict[str, dict[str, Any]] = {
     "awd_lstm": {"model": {}, "quant": {}},
     "awd_lstm_qat": {"model": {}, "quant": {"enabled": True}},
     "mlstm": {"model": {"cell": "mlstm"}, "quant": {}},
     "mlstm_qat": {"model": {"cell": "mlstm"}, "quant": {"enabled": True}},
+    "gru": {"model": {"cell": "gru"}, "quant": {}, "reference": "raw_gru"},
+    "qrnn": {"model": {"cell": "qrnn"}, "quant": {}},
 }
+
+#: reference rows: the torch layer each raw stack is made of
+REFERENCES: dict[str, type[nn.RNNBase]] = {"raw_lstm": nn.LSTM, "raw_gru": nn.GRU}
+
+
+def reference_of(name: str) -> str:
+    """The raw row a benchmark row's ratio is taken against (``raw_lstm`` unless its variant
+    names another)."""
+    return VARIANTS.get(name, {}).get("reference", "raw_lstm")
 
 
 #: ``amp`` option -> autocast dtype (variants and a second raw row run in it; the reference
@@ -59,15 +72,18 @@ def shape_config(shape: dict[str, int], **model: Any) -> AWDLSTMConfig:
 
 
 class RawLSTMStack(nn.Module):
-    """The reference: embedding -> nn.LSTM layers (AWD sizes) -> tied decoder; no dropout."""
+    """The reference: embedding -> ``rnn`` (nn.LSTM, or nn.GRU) layers (AWD sizes) -> tied
+    decoder; no dropout."""
 
-    def __init__(self, vocab: int, emb: int, hidden: int, layers: int) -> None:
+    def __init__(
+        self, vocab: int, emb: int, hidden: int, layers: int, rnn: type[nn.RNNBase] = nn.LSTM
+    ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab, emb)
         sizes = [
             (emb if i == 0 else hidden, emb if i == layers - 1 else hidden) for i in range(layers)
         ]
-        self.rnns = nn.ModuleList(nn.LSTM(i, o) for i, o in sizes)
+        self.rnns = nn.ModuleList(rnn(i, o) for i, o in sizes)
         self.decoder = nn.Linear(emb, vocab)
         self.decoder.weight = self.embedding.weight
 
@@ -112,8 +128,9 @@ def raw_steps(
     device: torch.device,
     dtype: torch.dtype,
     amp: torch.dtype | None = None,
+    rnn: type[nn.RNNBase] = nn.LSTM,
 ):
-    model = RawLSTMStack(shape["vocab"], shape["emb"], shape["hidden"], shape["layers"])
+    model = RawLSTMStack(shape["vocab"], shape["emb"], shape["hidden"], shape["layers"], rnn)
     model = model.to(device=device, dtype=dtype)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     x, y = random_batch(shape, shape["batch"], device)

@@ -132,10 +132,35 @@ OPTIM_RULES = {
         True,
     ),
 }
+
+
+def _splits(v: Any) -> bool:  # frequency ranks where the split softmax's tails start
+    return _int_list(v) and all(a < b for a, b in zip([0, *v], v, strict=False))
+
+
 LOSS_RULES = {
     "loss.alpha": Rule(f"{NONNEG} (AR weight)", number(0)),
     "loss.beta": Rule(f"{NONNEG} (TAR weight)", number(0)),
+    "loss.chunk_size": Rule("an integer >= 1 (tokens per chunk, loss.softmax=chunked)", integer(1)),
+    "loss.splits": Rule(
+        "null or strictly increasing integers >= 1 (frequency ranks where the split softmax's "
+        "tails start), e.g. [2800,20000,76000]",
+        _splits,
+        True,
+    ),
 }
+
+
+def loss_cross_rules(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(key, value, accepted): ``loss.softmax`` against the model transforms that support it."""
+    softmax = (data.get("loss") or {}).get("softmax", "full")
+    if softmax != "full" and (data.get("quant") or {}).get("enabled"):
+        accepted = (
+            "full with quant=qat (its fake-quantized decoder and the int8 engine compute the "
+            "full softmax; chunked and split train float models)"
+        )
+        return [("loss.softmax", softmax, accepted)]
+    return []
 
 
 def trainer_rules() -> dict[str, Rule]:
@@ -263,4 +288,40 @@ def export_cross_rules(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
         return [("out", out, "a file name ending in .onnx for format=onnx")]
     if fmt == "int8" and Path(out).expanduser().is_dir():
         return [("out", out, "a file path for format=int8 (a folder is for format=c)")]
+    return []
+
+
+def task_cross_rules(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(key, value, message) for what each ``task`` refuses: a bidirectional language model,
+    labelled data for a language model and a corpus for a classifier, the other task's
+    parameter groups, and QAT or NT-ASGD for a classifier (the first that applies)."""
+    task = (data.get("task") or {}).get("name", "lm")
+    values = data.get("data") if isinstance(data.get("data"), dict) else {}
+    model, optim = data.get("model") or {}, data.get("optim") or {}
+    labelled = "format" in values
+    groups = optim.get("groups", "single")
+    if task == "lm" and model.get("bidirectional", False):
+        msg = (
+            "the language-model objective (task=lm) cannot train a bidirectional encoder: its "
+            "backward direction would see the targets; use task=classify"
+        )
+        return [("model.bidirectional", True, msg)]
+    if task == "lm" and labelled:
+        msg = "labelled documents: train a classifier on them with task=classify"
+        return [("data.format", values["format"], msg)]
+    if task == "lm" and groups == "clas_split":
+        return [("optim.groups", groups, "expected single or lm_split with task=lm")]
+    if task != "classify":
+        return []
+    if not labelled:
+        msg = "task=classify reads labelled documents: data=wt2_sections or data=csv"
+        return [("data.corpus", values.get("corpus"), msg)]
+    if groups == "lm_split":
+        return [("optim.groups", groups, "expected single or clas_split with task=classify")]
+    if (data.get("quant") or {}).get("enabled", False):
+        msg = "quantization-aware training is for task=lm only, not task=classify"
+        return [("quant.enabled", True, msg)]
+    if optim.get("name", "sgd") == "sgd" and optim.get("nt_asgd", False):
+        msg = "task=classify trains without NT-ASGD: set optim.nt_asgd=false or use optim=adam"
+        return [("optim.nt_asgd", True, msg)]
     return []

@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from src.config import TaskConfig
 from src.models.awd import AWDLSTMConfig
 from src.quant.config import QuantConfig
 
@@ -28,6 +29,8 @@ from .rules import (
     eval_cross_rules,
     eval_rules,
     export_cross_rules,
+    loss_cross_rules,
+    task_cross_rules,
     trainer_rules,
 )
 
@@ -179,16 +182,20 @@ def _plain(value: Any) -> Any:
 
 
 def _check_data(data: dict[str, Any]) -> list[ConfigError]:
-    """``LMDataModule``'s own checks (its messages name the full key); reads nothing."""
+    """The datamodule's own checks (its messages name the full key); reads nothing.
+    Labelled data (``data=csv|wt2_sections``, which have a ``format`` key) is checked by
+    ``ClassifyDataModule``, a corpus by ``LMDataModule``."""
     from src.data.datamodule import LMDataModule
+    from src.data.labelled import ClassifyDataModule
 
     values = data.get("data")
     if not isinstance(values, dict):
         return []
     if not all(isinstance(values.get(k), str) for k in ("data_dir", "cache_dir")):
         return []  # an unset path: reported by the paths rules
+    module = ClassifyDataModule if "format" in values else LMDataModule
     try:
-        LMDataModule(**values, seed=data.get("seed", 0))
+        module(**values, seed=data.get("seed", 0))
     except TypeError as err:
         found = re.search(r"unexpected keyword argument '(\w+)'", str(err))
         if found:
@@ -225,6 +232,16 @@ def _check_cell_runner(model: dict[str, Any], quantized: bool) -> list[ConfigErr
     cells = sorted({c for c, _ in LAYERS})
     if cell not in cells:
         return [ConfigError("model.cell", cell, f"one of {', '.join(cells)}")]
+    if quantized:
+        import src.quant.qat  # noqa: F401  (registers the ("<cell>", "qat") layers)
+
+        qat_cells = sorted(c for c, r in LAYERS if r == "qat")
+        if cell not in qat_cells:
+            return [ConfigError("model.cell", cell, f"{' or '.join(qat_cells)} with quant=qat")]
+    if model.get("recurrent_dropout", 0) > 0 and (cell, "loop") not in LAYERS:
+        own = "; its forget-gate zoneout is model.qrnn.zoneout" if cell == "qrnn" else ""
+        why = f"recurrent dropout needs a per-step loop runner, which {cell} has not{own}"
+        return [ConfigError("model.recurrent_dropout", model["recurrent_dropout"], f"0 ({why})")]
     # ("<cell>", "qat") layers are swapped in by quant=qat, never built from model.runner
     runners = ["auto", *sorted({r for c, r in LAYERS if c == cell and r != "qat"})]
     if quantized and runner not in ("auto", "qat"):
@@ -324,6 +341,11 @@ def _check_target(key: str, node: dict[str, Any]) -> list[ConfigError]:
 
 def _results_keys(data: dict[str, Any]) -> list[str]:
     """What ``results.json`` will hold (``optimized_metric`` must be one of these)."""
+    if _get(data, "task.name", "lm") == "classify":
+        keys = ["val/loss", "val/acc", "val/f1", "n_parameters"]
+        if data.get("test", True):
+            keys += ["test/loss", "test/acc", "test/f1", "test/majority_acc", "test/majority_f1"]
+        return keys
     keys = ["val/loss", "val/ppl", "n_parameters"]
     char_level = bool(_get(data, "data.char_level", False))
     if char_level:
@@ -335,6 +357,8 @@ def _results_keys(data: dict[str, Any]) -> list[str]:
 
 def _check_train(data: dict[str, Any]) -> list[ConfigError]:
     errors = _check_data(data) + _check_model(data) + _check_quant(data)
+    if isinstance(data.get("task"), dict):
+        errors += check_schema("task", TaskConfig, data["task"])
     errors += _apply_rules(data, {**OPTIM_RULES, **LOSS_RULES, **trainer_rules()})
     if not isinstance(data.get("trainer"), dict) or "_target_" not in data["trainer"]:
         errors.append(ConfigError("trainer", message="expected a trainer node with a _target_"))
@@ -342,6 +366,7 @@ def _check_train(data: dict[str, Any]) -> list[ConfigError]:
         errors += _check_target(key, node)
     errors += _apply_rules(data, {**GROUP_RULES, **TRAIN_TOP_RULES})
     errors += _check_policies(data)
+    errors += [ConfigError(*e) for e in loss_cross_rules(data)]
     metric = data.get("optimized_metric")
     keys = _results_keys(data)
     if metric is not None and metric not in keys:
@@ -367,15 +392,20 @@ def _check_policies(data: dict[str, Any]) -> list[ConfigError]:
                 "one learning rate; use optim.nt_asgd=false, optim=adam or scheduler=none",
             )
         ]
-    if _get(data, "transfer.gradual_unfreeze", False) and _get(data, "optim.groups") != "lm_split":
+    split = "clas_split" if _get(data, "task.name", "lm") == "classify" else "lm_split"
+    if _get(data, "transfer.gradual_unfreeze", False) and _get(data, "optim.groups") != split:
         return [
             ConfigError(
                 "transfer.gradual_unfreeze",
                 True,
-                message="unfreezes parameter groups one by one: set optim.groups=lm_split",
+                message=f"unfreezes parameter groups one by one: set optim.groups={split}",
             )
         ]
-    return []
+    return _check_task(data)
+
+
+def _check_task(data: dict[str, Any]) -> list[ConfigError]:
+    return [ConfigError(key, value, message=msg) for key, value, msg in task_cross_rules(data)]
 
 
 def _kind(cfg: DictConfig) -> str:

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from src.data.cache import CorpusArrays, load_corpus
     from src.data.corpus import EOS, SPLITS, TOKENIZERS, UNK, Vocab, build_vocab, tokenize
     from src.data.datamodule import LMDataModule
+    from src.data.doc_batches import DocBatch
+    from src.data.documents import LabelledDataError
     from src.data.download import (
         SOURCES,
         CorpusSource,
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
         Member,
         ensure_corpus,
     )
+    from src.data.labelled import ClassifyDataModule
 
 _EXPORTS = {
     "bptt": ("Window", "WindowIterable", "batchify", "sample_seq_len"),
@@ -29,6 +32,9 @@ _EXPORTS = {
     "corpus": ("EOS", "SPLITS", "TOKENIZERS", "UNK", "Vocab", "build_vocab", "tokenize"),
     "datamodule": ("LMDataModule",),
     "download": ("SOURCES", "CorpusSource", "Download", "DownloadError", "Member", "ensure_corpus"),
+    "doc_batches": ("DocBatch",),
+    "documents": ("LabelledDataError",),
+    "labelled": ("ClassifyDataModule",),
 }
 _ORIGIN = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -38,11 +44,14 @@ __all__ = [
     "SPLITS",
     "TOKENIZERS",
     "UNK",
+    "ClassifyDataModule",
     "CorpusArrays",
     "CorpusSource",
+    "DocBatch",
     "Download",
     "DownloadError",
     "LMDataModule",
+    "LabelledDataError",
     "Member",
     "Vocab",
     "Window",

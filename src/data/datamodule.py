@@ -113,6 +113,16 @@ class LMDataModule(L.LightningDataModule):
     def vocab_size(self) -> int:
         return len(self.vocab)
 
+    def train_counts(self) -> np.ndarray:
+        """How often each word id occurs in the training split, [V] int64 (the split softmax
+        ranks words by it); read from the token cache 16M ids at a time."""
+        arrays = self._load()
+        counts = np.zeros(len(arrays.vocab), dtype=np.int64)
+        step = 1 << 24
+        for start in range(0, len(arrays.train), step):
+            counts += np.bincount(arrays.train[start : start + step], minlength=len(counts))
+        return counts
+
     # -- loaders ------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         windows = WindowIterable(

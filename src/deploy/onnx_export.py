@@ -53,7 +53,7 @@ def _lstm(layer: nn.Module) -> nn.LSTM:
     inner = layer.module if isinstance(layer, WeightDrop) else layer
     params = dict(inner.named_parameters(recurse=False))
     w_hh = params.get("weight_hh_l0_raw", params.get("weight_hh_l0"))
-    w_ih = params["weight_ih_l0"]
+    w_ih = params.get("weight_ih_l0_raw", params.get("weight_ih_l0"))  # [input, hidden] drop
     lstm = nn.LSTM(w_ih.shape[1], w_hh.shape[1])
     with torch.no_grad():
         lstm.weight_ih_l0.copy_(w_ih)
@@ -73,11 +73,22 @@ class OnnxGraph(nn.Module):
                 "this is a fake-quantized (QAT) model: ONNX export takes float models; deploy a "
                 "QAT checkpoint as the integer model with format=c (or format=int8)"
             )
-        if model.config.cell != "lstm":
+        if model.config.cell == "mlstm":
             raise ValueError(
                 f"format=onnx exports LSTM models, this one has cell={model.config.cell} (its "
                 "per-step loop would be unrolled to one window length); train it with quant=qat "
                 "and export format=c"
+            )
+        if model.config.cell != "lstm":
+            raise ValueError(
+                f"format=onnx exports LSTM models, this one has cell={model.config.cell}; no "
+                "export (ONNX or integer) is built for it: evaluate it with python -m src.eval"
+            )
+        kind = getattr(getattr(model, "softmax", None), "kind", "full")
+        if kind == "split":
+            raise ValueError(
+                "format=onnx exports the full softmax (models trained with loss.softmax=full or "
+                "chunked); this one has loss.softmax=split, whose clusters the graph lacks"
             )
         self.embedding = nn.Embedding.from_pretrained(model.embedding.weight.detach().clone())
         self.layers = nn.ModuleList(_lstm(layer) for layer in model.layers)

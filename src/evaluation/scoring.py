@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from src.data.bptt import Window
@@ -36,9 +35,9 @@ class Score:
 
 
 def target_log_probs(model: AWDLSTM, output: Tensor, targets: Tensor) -> Tensor:
-    """log p_model(target) [T, B] from the model's last-layer output [T, B, E]."""
-    logits = model.decoder(output).float()
-    return F.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    """log p_model(target) [T, B] from the model's last-layer output [T, B, E], normalized by the
+    model's softmax head (full, chunked or split: ``src.models.softmax``)."""
+    return model.softmax.target_log_probs(model.decoder, output, targets)
 
 
 def detach(hidden: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:

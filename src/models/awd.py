@@ -1,8 +1,10 @@
 """AWD-LSTM language model (Merity, Keskar & Socher 2017, "Regularizing and Optimizing LSTM
-Language Models"): embedding -> dropouts -> stack of single-layer LSTMs -> tied decoder.
+Language Models"): embedding -> dropouts -> stack of single-layer LSTMs -> tied decoder. The
+layers may be another registered cell (`cell`: mLSTM, GRU, QRNN; `src.models.recurrent`).
 
-The model returns the last layer's dropped output; `model.decoder(output)` gives the logits, so the
-training loop chooses how to compute the loss (full softmax, split softmax, ...).
+The model returns the last layer's dropped output; `model.decoder(output)` gives the logits and
+`model.softmax` (a `src.models.softmax` head: full by default, chunked or split as the training
+side builds it from `loss.softmax`) turns the output into the loss or normalized log-probabilities.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from src.models.bidirectional import BidirectionalLayer
 from src.models.dropout import (
     LockedDropout,
     check_probability,
@@ -20,7 +23,14 @@ from src.models.dropout import (
     embedding_dropout,
 )
 from src.models.mlstm import MLSTMOptions
-from src.models.recurrent import State, build_recurrent_layer
+from src.models.qrnn import QRNNOptions
+from src.models.recurrent import (
+    State,
+    build_recurrent_layer,
+    check_weight_drop_targets,
+    state_sizes,
+)
+from src.models.softmax import SoftmaxHead
 
 
 @dataclass
@@ -37,13 +47,20 @@ class AWDLSTMConfig:
     dropout_output: float = 0.4  # [dropout] locked dropout on the last layer's output
     weight_drop: float = 0.5  # [wdrop] DropConnect on each W_hh, one mask per forward
     weight_drop_mode: str = "elementwise"  # elementwise | row (4H, 1) | column (1, H)
+    # which matrices weight drop masks, each its own mask: [hidden] (salesforce, fastai) or
+    # [input, hidden] (also W_ih: the TensorFlow cell's whole-kernel drop); recurrent.py
+    weight_drop_targets: list[str] = field(default_factory=lambda: ["hidden"])
     recurrent_dropout: float = 0.0  # Gal & Ghahramani dropout on h_{t-1} (loop runner)
     tie_weights: bool = True  # [tied] decoder weight is the embedding matrix
-    cell: str = "lstm"  # lstm | mlstm (Krause et al. 2016); see recurrent.LAYERS
+    cell: str = "lstm"  # lstm | mlstm (Krause et al. 2016) | gru | qrnn; see recurrent.LAYERS
     runner: str = "auto"  # auto | cudnn | loop (see recurrent.resolve_runner); quant=qat: auto
     compile_cell: bool = False  # torch.compile the per-step cell (loop and qat runners; GPU)
     init_range: float = 0.1  # embedding and decoder weights U(-r, r)
     mlstm: MLSTMOptions = field(default_factory=MLSTMOptions)  # cell options when cell: mlstm
+    qrnn: QRNNOptions = field(default_factory=QRNNOptions)  # cell options when cell: qrnn
+    # each layer runs both directions, half the units each (classifier encoders only: the LM
+    # objective refuses it); src/models/bidirectional.py
+    bidirectional: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "emb_size", "hidden_size", "num_layers"):
@@ -60,19 +77,37 @@ class AWDLSTMConfig:
         ):
             check_probability(getattr(self, name), name)
         check_weight_drop_mode(self.weight_drop_mode)
+        if not isinstance(self.weight_drop_targets, str):  # a ListConfig or tuple: a list
+            self.weight_drop_targets = list(self.weight_drop_targets)
+        check_weight_drop_targets(self.weight_drop_targets)
         if not self.init_range > 0:
             raise ValueError(f"init_range must be positive, got {self.init_range!r}")
         if not isinstance(self.mlstm, MLSTMOptions):  # a plain dict: hparams, checkpoints
             self.mlstm = MLSTMOptions(**self.mlstm)
+        if not isinstance(self.qrnn, QRNNOptions):
+            self.qrnn = QRNNOptions(**self.qrnn)
+        if self.qrnn != QRNNOptions() and self.cell != "qrnn":
+            raise ValueError("qrnn options (window, zoneout) need cell=qrnn (or model=qrnn)")
         if self.mlstm.proj_size is not None and self.cell != "mlstm":
             raise ValueError(
                 "mlstm.proj_size needs cell=mlstm (the LSTM runners have no projection)"
             )
+        if self.bidirectional and self.cell != "lstm":
+            raise ValueError(
+                f"bidirectional=true is built for cell=lstm only, not cell={self.cell!r}"
+            )
+        if self.bidirectional:
+            for name in ("hidden_size", "emb_size") if self.tie_weights else ("hidden_size",):
+                if getattr(self, name) % 2:
+                    raise ValueError(
+                        f"{name} must be even with bidirectional=true (half the units per "
+                        f"direction), got {getattr(self, name)}"
+                    )
 
 
 class LMOutput(NamedTuple):
     output: Tensor  # [T, B, E] last layer's output after `dropout_output`; decoder input
-    hidden: list[State]  # new (h, c) of every layer, each [1, B, H_l]
+    hidden: list[State]  # new state pair of every layer (LSTM: (h, c) [1, B, H_l])
     raw_outputs: list[Tensor]  # every layer's output before its dropout (raw_outputs[-1]: TAR)
     dropped_outputs: list[Tensor]  # every layer's output after its dropout (dropped[-1]: AR)
 
@@ -94,18 +129,8 @@ class AWDLSTM(nn.Module):
         self.embedding = nn.Embedding(c.vocab_size, c.emb_size)
         self.input_dropout = LockedDropout(c.dropout_input)
         self.layers = nn.ModuleList(
-            build_recurrent_layer(
-                input_size,
-                cell_size,
-                weight_drop=c.weight_drop,
-                weight_drop_mode=c.weight_drop_mode,
-                recurrent_dropout=c.recurrent_dropout,
-                runner=c.runner,
-                compile_cell=c.compile_cell,
-                cell=c.cell,
-                **self.cell_options(cell_size, output_size),
-            )
-            for input_size, cell_size, output_size in self.layer_specs()
+            self.build_layer(input_size, cell_size, output_size, index)
+            for index, (input_size, cell_size, output_size) in enumerate(self.layer_specs())
         )
         self.hidden_dropout = LockedDropout(c.dropout_hidden)
         self.output_dropout = LockedDropout(c.dropout_output)
@@ -113,6 +138,8 @@ class AWDLSTM(nn.Module):
         if c.tie_weights:
             # Inan et al. 2017; Press & Wolf 2017: one Parameter for both
             self.decoder.weight = self.embedding.weight
+        # how the decoder rows are normalized; no parameters unless split (model_factory swaps it)
+        self.softmax: SoftmaxHead = SoftmaxHead()
         self.init_weights()
 
     def layer_specs(self) -> list[tuple[int, int, int]]:
@@ -138,12 +165,40 @@ class AWDLSTM(nn.Module):
                 )
         return specs
 
+    def build_layer(
+        self, input_size: int, cell_size: int, output_size: int, index: int = 0
+    ) -> nn.Module:
+        """Layer `index` of the stack; with `bidirectional` two runners of cell_size // 2 units
+        (src/models/bidirectional.py)."""
+        c = self.config
+
+        def build(n_in: int, n_cell: int) -> nn.Module:
+            return build_recurrent_layer(
+                n_in,
+                n_cell,
+                weight_drop=c.weight_drop,
+                weight_drop_mode=c.weight_drop_mode,
+                recurrent_dropout=c.recurrent_dropout,
+                runner=c.runner,
+                compile_cell=c.compile_cell,
+                cell=c.cell,
+                weight_drop_targets=c.weight_drop_targets,
+                **self.cell_options(cell_size, output_size, index),
+            )
+
+        if c.bidirectional:
+            return BidirectionalLayer(input_size, cell_size, build)
+        return build(input_size, cell_size)
+
     def layer_sizes(self) -> list[tuple[int, int]]:
         """(input, output) size of every layer; the last outputs emb_size when tied."""
         return [(i, o) for i, _, o in self.layer_specs()]
 
-    def cell_options(self, cell_size: int, output_size: int) -> dict:
-        """The cell's constructor options (mLSTM: MLSTMOptions with this layer's projection)."""
+    def cell_options(self, cell_size: int, output_size: int, index: int = 0) -> dict:
+        """Layer `index`'s cell constructor options (mLSTM: MLSTMOptions with this layer's
+        projection; QRNN: its window, the first layer's wider, and zoneout)."""
+        if self.config.cell == "qrnn":
+            return self.config.qrnn.layer_options(index)
         if self.config.cell != "mlstm":
             return {}
         options = asdict(self.config.mlstm)
@@ -159,12 +214,16 @@ class AWDLSTM(nn.Module):
         nn.init.zeros_(self.decoder.bias)
 
     def init_hidden(self, batch_size: int) -> list[State]:
-        """Zero (h [1, B, out_l], c [1, B, cell_l]) for every layer, on the model's device."""
-        w = self.embedding.weight
-        return [
-            (w.new_zeros(1, batch_size, out), w.new_zeros(1, batch_size, cell))
-            for _, cell, out in self.layer_specs()
-        ]
+        """Every layer's zero state pair on the model's device; the widths are the layer's
+        (`state_sizes`: LSTM (h [1, B, out_l], c [1, B, cell_l]), GRU (h, [1, B, 0]), QRNN
+        (c, the carried x_{t-1}))."""
+        w, c = self.embedding.weight, self.config
+        hidden = []
+        for index, (input_size, cell, out) in enumerate(self.layer_specs()):
+            options = self.cell_options(cell, out, index)
+            n1, n2 = state_sizes(c.cell, input_size, cell, **options)
+            hidden.append((w.new_zeros(1, batch_size, n1), w.new_zeros(1, batch_size, n2)))
+        return hidden
 
     def num_parameters(self) -> int:
         """Number of parameters, the tied embedding/decoder matrix counted once."""

@@ -7,7 +7,8 @@ The mLSTM feeds every gate and the candidate an intermediate state m_t instead o
 so each input picks its own recurrent transition W_hm diag(W_mx x_t) W_mh (REFERENCE §4). It is an
 LSTM cell whose "previous hidden state" is m_t. Here it is one more recurrent layer of the AWD
 model (`model=mlstm`): the embedding and locked dropouts, the tied decoder and AR/TAR are the
-model's; weight drop applies to the two recurrent matrices W_mh and W_hm, with the LSTM's modes.
+model's; weight drop applies to the two recurrent matrices W_mh and W_hm, with the LSTM's modes
+(`model.weight_drop_targets=[input, hidden]` adds the two input matrices W_x and W_mx).
 The options are those of the reference TensorFlow cell (`tf.nn.rnn_cell.LSTMCell`): forget-gate
 bias, peepholes, cell clipping, an output projection with clipping, orthogonal initialization.
 """
@@ -134,6 +135,7 @@ class MLSTMLayer(nn.Module):
     """
 
     recurrent_weight_names = ("weight_mh_l0", "weight_hm_l0")
+    input_weight_names = ("weight_ih_l0", "weight_mx_l0")  # x -> gates, x -> m
 
     def __init__(
         self,
@@ -171,6 +173,13 @@ class MLSTMLayer(nn.Module):
         projection = nn.Parameter(torch.empty(P, H)) if proj_size else None
         self.register_parameter("weight_hr_l0", projection)
         self.reset_parameters()
+
+    @classmethod
+    def state_sizes(
+        cls, input_size: int, hidden_size: int, *, proj_size: int | None = None, **options: object
+    ) -> tuple[int, int]:
+        """Widths of the state pair (h, c): (proj_size or H, H)."""
+        return proj_size or hidden_size, hidden_size
 
     def reset_parameters(self) -> None:
         """U(-1/sqrt(H), 1/sqrt(H)) weights, zero bias with `forget_bias` on f, optional orthogonal.

@@ -2,22 +2,29 @@
 
 Every runner is called as
 
-    layer(x: [T, B, I], state: (h [1, B, H], c [1, B, H]) | None) -> (y [T, B, H], (h, c))
+    layer(x: [T, B, I], state: (s1 [1, B, n1], s2 [1, B, n2]) | None) -> (y [T, B, H], (s1, s2))
 
-and names its parameters as a single-layer `nn.LSTM` (`weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`,
-`bias_hh_l0`), so one state dict loads into every runner of a cell. A layer class is registered
-under its cell and runner names (`LAYERS[(cell, runner)]`, e.g. `("lstm", "cudnn")`) and built as
-`cls(input_size, hidden_size, recurrent_dropout=..., **options)`; its class attribute
-`recurrent_weight_names` lists the hidden-to-hidden weights that weight drop applies to.
-Cells defined elsewhere in `src.models` (the mLSTM) register themselves when their module is
-imported; `PLUGIN_MODULES` lists those modules. Layers registered by higher packages (the
+The state is always a pair of `[1, B, *]` tensors, so the training loop, checkpoints and
+evaluation carry, detach and reset it without knowing the cell; what the pair holds is the
+cell's: LSTM and mLSTM (h, c); GRU (h, an empty [1, B, 0]); QRNN (c, the carried x_{t-1}).
+A layer class says its widths (n1, n2) with the classmethod
+`state_sizes(input_size, hidden_size, **options)` (:func:`state_sizes` looks it up by cell).
+
+Parameters are named as a single-layer torch module (`weight_ih_l0`, `weight_hh_l0`,
+`bias_ih_l0`, `bias_hh_l0`), so one state dict loads into every runner of a cell. A layer class
+is registered under its cell and runner names (`LAYERS[(cell, runner)]`, e.g. `("lstm",
+"cudnn")`) and built as `cls(input_size, hidden_size, recurrent_dropout=..., **options)`; its
+class attributes `recurrent_weight_names` and `input_weight_names` list the weights that weight
+drop applies to for the targets `hidden` and `input` (`model.weight_drop_targets`).
+Cells defined elsewhere in `src.models` (the mLSTM, GRU, QRNN) register themselves when their
+module is imported; `PLUGIN_MODULES` lists those modules. Layers registered by higher packages (the
 fake-quantized `(cell, "qat")` layers of `src.quant.qat`) are not built here:
 `src.quant.qat.prepare` swaps them into a built float model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +33,16 @@ from torch import Tensor, nn
 from src.models.cells import lstm_step
 from src.models.dropout import WeightDrop, bernoulli_mask, check_probability, check_weight_drop_mode
 
-State = tuple[Tensor, Tensor]  # (h, c), each [1, B, H]
+State = tuple[Tensor, Tensor]  # each [1, B, *]: (h, c) for the LSTM; see the module doc
 
 LAYERS: dict[tuple[str, str], type[nn.Module]] = {}
 
 # Modules that register further cells/runners on import (kept out of this file's imports so
 # recurrent.py does not depend on them).
-PLUGIN_MODULES: tuple[str, ...] = ("src.models.mlstm",)
+PLUGIN_MODULES: tuple[str, ...] = ("src.models.mlstm", "src.models.gru", "src.models.qrnn")
+
+#: `model.weight_drop_targets` entries: which matrices of a layer DropConnect masks.
+WEIGHT_DROP_TARGETS = ("input", "hidden")
 
 
 def register_layer(cell: str, runner: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -73,6 +83,7 @@ class CuDNNLSTMLayer(nn.LSTM):
     """
 
     recurrent_weight_names = ("weight_hh_l0",)
+    input_weight_names = ("weight_ih_l0",)
 
     def __init__(self, input_size: int, hidden_size: int, *, recurrent_dropout: float = 0.0):
         if recurrent_dropout > 0:
@@ -81,6 +92,11 @@ class CuDNNLSTMLayer(nn.LSTM):
                 "exposes h_{t-1} between steps; use runner='loop' (or 'auto')"
             )
         super().__init__(input_size, hidden_size, num_layers=1)
+
+    @classmethod
+    def state_sizes(cls, input_size: int, hidden_size: int, **options: object) -> tuple[int, int]:
+        """Widths of the state pair (h, c)."""
+        return hidden_size, hidden_size
 
 
 @register_runner("loop")
@@ -97,6 +113,7 @@ class LoopLSTMLayer(nn.Module):
     """
 
     recurrent_weight_names = ("weight_hh_l0",)
+    input_weight_names = ("weight_ih_l0",)
 
     def __init__(
         self,
@@ -114,6 +131,11 @@ class LoopLSTMLayer(nn.Module):
         self.bias_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size))
         self.bias_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size))
         self.reset_parameters()
+
+    @classmethod
+    def state_sizes(cls, input_size: int, hidden_size: int, **options: object) -> tuple[int, int]:
+        """Widths of the state pair (h, c)."""
+        return hidden_size, hidden_size
 
     def reset_parameters(self) -> None:
         """nn.LSTM's init: every weight and bias U(-1/sqrt(H), 1/sqrt(H))."""
@@ -157,13 +179,60 @@ def resolve_runner(cell: str, runner: str, recurrent_dropout: float) -> str:
     """`auto` -> the fastest runner that supports the request.
 
     Recurrent dropout needs a per-step runner; otherwise the fused cuDNN/ATen kernel if the cell
-    has one.
+    has one. A cell with neither (the QRNN's `scan`) runs its one registered float runner.
     """
     if runner != "auto":
         return runner
     if recurrent_dropout == 0 and (cell, "cudnn") in LAYERS:
         return "cudnn"
-    return "loop"
+    if (cell, "loop") in LAYERS:
+        return "loop"
+    own = sorted(r for c, r in LAYERS if c == cell and r != "qat")
+    return own[0] if own else "loop"
+
+
+def state_sizes(cell: str, input_size: int, hidden_size: int, **options: object) -> tuple[int, int]:
+    """Widths (n1, n2) of a `cell` layer's state pair, from its layer class's `state_sizes`.
+
+    Every runner of a cell holds the same state, so any registered runner answers.
+    """
+    if cell != "lstm":
+        load_plugins()
+    classes = [cls for (c, _), cls in LAYERS.items() if c == cell]
+    if not classes:
+        raise ValueError(f"no layer for cell={cell!r}")
+    sizes = getattr(classes[0], "state_sizes", None)  # a layer without it: the LSTM's (h, c)
+    return sizes(input_size, hidden_size, **options) if sizes else (hidden_size, hidden_size)
+
+
+def check_weight_drop_targets(targets: Sequence[str]) -> None:
+    """Raise ValueError unless `targets` is a non-empty list of distinct WEIGHT_DROP_TARGETS."""
+    ok = (
+        not isinstance(targets, str)
+        and isinstance(targets, Sequence)
+        and len(targets) > 0
+        and all(t in WEIGHT_DROP_TARGETS for t in targets)
+        and len(set(targets)) == len(targets)
+    )
+    if not ok:
+        raise ValueError(
+            "weight_drop_targets must be a non-empty list of distinct entries of "
+            f"{', '.join(WEIGHT_DROP_TARGETS)} (e.g. [hidden] or [input,hidden]), got {targets!r}"
+        )
+
+
+def weight_drop_names(cls: type[nn.Module], targets: Sequence[str]) -> list[str]:
+    """The parameter names of layer class `cls` that weight drop masks for `targets`.
+
+    `hidden` -> `cls.recurrent_weight_names`, `input` -> `cls.input_weight_names`, in that order,
+    each name once (the QRNN's gate projection is both).
+    """
+    names: list[str] = []
+    if "hidden" in targets:
+        names += getattr(cls, "recurrent_weight_names", ("weight_hh_l0",))
+    if "input" in targets:
+        names += getattr(cls, "input_weight_names", ("weight_ih_l0",))
+    return list(dict.fromkeys(names))
 
 
 _COMPILED_CELLS: dict[Callable, Callable] = {}
@@ -211,10 +280,12 @@ def build_recurrent_layer(
     runner: str = "auto",
     cell: str = "lstm",
     compile_cell: bool = False,
+    weight_drop_targets: Sequence[str] = ("hidden",),
     **options: object,
 ) -> nn.Module:
     """One recurrent layer, its recurrent weights wrapped in WeightDrop when weight_drop > 0.
 
+    `weight_drop_targets` picks the matrices (:func:`weight_drop_names`), each with its own mask.
     `options` are the cell's own settings, passed to its constructor.
     `compile_cell` compiles the per-step cell of a loop or fake-quantized runner
     (:func:`compiled_cell`).
@@ -222,6 +293,7 @@ def build_recurrent_layer(
     check_probability(weight_drop, "weight_drop")
     check_weight_drop_mode(weight_drop_mode)
     check_probability(recurrent_dropout, "recurrent_dropout")
+    check_weight_drop_targets(weight_drop_targets)
     if cell != "lstm":
         load_plugins()
     runner = resolve_runner(cell, runner, recurrent_dropout)
@@ -233,6 +305,6 @@ def build_recurrent_layer(
     if compile_cell and hasattr(layer, "cell_fn"):  # the fused cuDNN runner has nothing to
         layer.cell_fn = compiled_cell(layer.cell_fn)  # compile; loop and qat cells do
     if weight_drop > 0:
-        names = list(getattr(cls, "recurrent_weight_names", ("weight_hh_l0",)))
+        names = weight_drop_names(cls, weight_drop_targets)
         layer = WeightDrop(layer, names, weight_drop, weight_drop_mode)
     return layer

@@ -33,6 +33,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 def load_module(path: Path) -> tuple[LMModule, dict[str, Any]]:
     """Rebuild the module from the checkpoint's hyperparameters and load its weights."""
     ckpt = read_checkpoint(path)
+    if "num_classes" in ckpt["hyper_parameters"]:
+        raise ValueError(
+            f"{path} is a classifier (task=classify); this entry point reads language models. "
+            "A classifier's test metrics are in its run's results.json"
+        )
     module = LMModule(**ckpt["hyper_parameters"])
     try:
         module.load_state_dict(ckpt["state_dict"])

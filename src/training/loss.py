@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from src.models.awd import AWDLSTM, LMOutput
@@ -27,11 +26,11 @@ def lm_loss(
 ) -> LossTerms:
     """Forward one window and return the objective and its parts.
 
+    nll = mean_i -log p(t_i | h_i) under ``model.softmax`` (full, chunked or split);
     AR = alpha * mean(dropped_last ** 2); TAR = beta * mean((raw_t - raw_{t-1}) ** 2).
     """
     out = model(inputs, hidden)
-    logits = model.decoder(out.output)
-    nll = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+    nll = model.softmax.nll(model.decoder, out.output, targets)  # loss.softmax's cross entropy
     ar = activation_regularization(out.dropped_outputs[-1], alpha)
     tar = temporal_activation_regularization(out.raw_outputs[-1], beta)
     return LossTerms(nll + ar + tar, nll, ar, tar, out)

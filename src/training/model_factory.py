@@ -1,5 +1,9 @@
 """Config -> model: the float AWD-LSTM, then the model transforms its config asks for.
 
+The softmax head (``loss.softmax``: :mod:`src.models.softmax`) is built here too and set as
+``model.softmax``, so its parameters (split: the cluster vectors) are the model's: in the
+checkpoint, the optimizer's groups, gradient clipping and NT-ASGD's averages.
+
 A transform takes a built model and returns the transformed one, and may bring the callbacks
 that train it (``quant``: :func:`src.quant.qat.prepare` and the ``QATSchedule`` callback). The
 LightningModule calls these two functions and knows nothing of what a transform does.
@@ -12,15 +16,38 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 from src.models.awd import AWDLSTM, AWDLSTMConfig
+from src.models.softmax import SoftmaxHead, build_softmax
 from src.quant.config import QuantConfig
 from src.quant.qat import prepare
 from src.quant.qat.calibration import align_quantizer_state
 from src.quant.qat.schedule import QATSchedule
 
 
-def build_model(model: dict[str, Any], quant: dict[str, Any] | None = None) -> AWDLSTM:
-    """The float model of ``model`` (an ``AWDLSTMConfig`` dict), transformed by ``quant``."""
-    return prepare(AWDLSTM(AWDLSTMConfig(**model)), QuantConfig(**(quant or {})))
+def build_model(
+    model: dict[str, Any], quant: dict[str, Any] | None = None, loss: dict[str, Any] | None = None
+) -> AWDLSTM:
+    """The float model of ``model`` (an ``AWDLSTMConfig`` dict) with the softmax head of
+    ``loss`` (``softmax``, ``chunk_size``, ``splits``), transformed by ``quant``."""
+    net = AWDLSTM(AWDLSTMConfig(**model))
+    net.softmax = build_head(net, loss or {})
+    config = QuantConfig(**(quant or {}))
+    if config.enabled and net.softmax.kind != "full":
+        raise ValueError(
+            f"loss.softmax={net.softmax.kind} with quant=qat: the fake-quantized decoder "
+            "trains the full softmax only; use loss.softmax=full"
+        )
+    return prepare(net, config)
+
+
+def build_head(net: AWDLSTM, loss: dict[str, Any]) -> SoftmaxHead:
+    """``loss.softmax`` (full | chunked | split) over ``net``'s decoder rows."""
+    return build_softmax(
+        str(loss.get("softmax", "full")),
+        net.config.vocab_size,
+        net.decoder.in_features,
+        chunk_size=int(loss.get("chunk_size", 128)),
+        splits=loss.get("splits"),
+    )
 
 
 def transform_callbacks(quant: dict[str, Any] | None = None) -> list[Callback]:

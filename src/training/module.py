@@ -15,7 +15,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torchmetrics import SumMetric
@@ -28,8 +27,7 @@ from src.training.model_factory import (
     build_model,
     transform_callbacks,
 )
-from src.training.param_groups import parameter_groups
-from src.training.schedulers import build_scheduler, check_scheduler
+from src.training.optimizers import configure_optimization
 
 Hidden = list[tuple[Tensor, Tensor]]
 log = logging.getLogger(__name__)
@@ -61,7 +59,7 @@ class LMModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_model(model, quant)
+        self.model = build_model(model, quant, loss)
         self.automatic_optimization = False
         self.char_level = bool(data.get("char_level", False))
         self.vocab: list[str] | None = None  # set by the entry point; saved in checkpoints
@@ -98,25 +96,13 @@ class LMModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         """SGD / averaged SGD / Adam over ``optim.groups`` (each group at its own rate), and the
         ``scheduler`` stepped per optimizer step (none by default)."""
-        o = self.hparams.optim
-        schedule = check_scheduler(self.hparams.get("scheduler"), o)
-        params = parameter_groups(
-            self.model, o.get("groups", "single"), o["lr"], o.get("lr_decay_per_group", 1.0)
+        return configure_optimization(
+            self.model,
+            self.hparams.optim,
+            self.hparams.get("scheduler"),
+            lambda: self.trainer.estimated_stepping_batches,
+            asgd_active=self.asgd_active,
         )
-        if o["name"] == "adam":
-            opt = torch.optim.Adam(
-                params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"]
-            )
-        elif self.asgd_active:  # resuming after the switch (REFERENCE §7)
-            opt = nt_asgd.make_asgd(params, lr=o["lr"], weight_decay=o["weight_decay"])
-        else:
-            opt = torch.optim.SGD(params, lr=o["lr"], weight_decay=o["weight_decay"])
-        if schedule == "none":
-            return opt
-        cfg = self.hparams.scheduler
-        total = cfg.get("total_steps") or self.trainer.estimated_stepping_batches
-        scheduler = build_scheduler(opt, cfg, int(total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ training
     def on_train_start(self) -> None:
@@ -230,10 +216,8 @@ class LMModule(L.LightningModule):
         hidden = self._eval_hidden or self.model.init_hidden(inputs.size(1))
         out = self.model(inputs, hidden)
         self._eval_hidden = detach_hidden(out.hidden)
-        logits = self.model.decoder(out.output)
-        nll = F.cross_entropy(
-            logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), reduction="sum"
-        )
+        # the softmax head's normalized NLL (full: cross entropy of the decoder's logits)
+        nll = self.model.softmax.nll(self.model.decoder, out.output, targets, reduction="sum")
         nll_sum.update(nll)
         count.update(torch.tensor(float(targets.numel()), device=nll.device))
 

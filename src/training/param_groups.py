@@ -5,6 +5,8 @@
 * ``single``: every parameter in one group (the paper's training; salesforce's code);
 * ``lm_split``: one group per recurrent layer, bottom to top, then the embedding with the
   decoder (fastai's ``awd_lstm_lm_split``): ``num_layers + 1`` groups.
+* ``clas_split`` (``task=classify``): the embedding, each recurrent layer, then the head
+  (fastai's ``awd_lstm_clas_split``): ``num_layers + 2`` groups.
 
 ``optim.lr_decay_per_group`` F gives group k of n (k = 0 the lowest layer) the rate
 ``lr / F**(n - 1 - k)`` (Howard & Ruder 2018, sec. 3.2: F = 2.6), so the embedding and decoder
@@ -18,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-GROUPINGS = ("single", "lm_split")
+GROUPINGS = ("single", "lm_split", "clas_split")
 
 
 def lm_split(model: nn.Module) -> list[list[nn.Parameter]]:
@@ -40,15 +42,32 @@ def lm_split(model: nn.Module) -> list[list[nn.Parameter]]:
     return groups
 
 
+def clas_split(model: nn.Module) -> list[list[nn.Parameter]]:
+    """fastai's ``awd_lstm_clas_split`` for a classifier (``embedding``, ``layers``, ``head``
+    attributes, src/models/classifier.py): [embedding], [layer 0], ..., [layer n-1], [head +
+    the rest]: ``num_layers + 2`` groups, every parameter once."""
+    seen: set[int] = set()
+
+    def once(params: Any) -> list[nn.Parameter]:
+        out = [p for p in params if id(p) not in seen]
+        seen.update(id(p) for p in out)
+        return out
+
+    groups = [once(model.embedding.parameters())]
+    groups += [once(layer.parameters()) for layer in model.layers]
+    groups.append(once(model.parameters()))  # the head, anything else
+    return groups
+
+
 def parameter_groups(
     model: nn.Module, grouping: str, lr: float, lr_decay_per_group: float = 1.0
 ) -> list[dict[str, Any]]:
     """The optimizer's parameter groups, each with its own ``lr`` (``lr / F**(n-1-k)``)."""
     if grouping == "single":
         return [{"params": list(model.parameters()), "lr": lr}]
-    if grouping != "lm_split":
+    if grouping not in GROUPINGS:
         raise ValueError(f"optim.groups={grouping!r}: expected one of {', '.join(GROUPINGS)}")
-    groups = lm_split(model)
+    groups = lm_split(model) if grouping == "lm_split" else clas_split(model)
     n = len(groups)
     return [
         {"params": params, "lr": lr / lr_decay_per_group ** (n - 1 - k)}

@@ -4,8 +4,9 @@
 Every recurrent weight is copied. The embedding rows (and decoder bias) are matched by word, as
 fastai's ``match_embeds`` does: a word in both vocabularies keeps its row, a word new to the
 target corpus gets the mean row of the pretrained matrix (the mean bias). The run's vocabulary,
-saved in its checkpoints, is the target corpus's. A float checkpoint transfers into a
-``quant=qat`` model (its quantizers start fresh).
+saved in its checkpoints, is the target corpus's; so is the softmax head (``loss.softmax``;
+a split head ranks the target corpus's words and its clusters start at zero). A float
+checkpoint transfers into a ``quant=qat`` model (its quantizers start fresh).
 
 ``transfer.gradual_unfreeze=true`` (with ``optim.groups=lm_split``): epoch 1 trains only the
 last parameter group (embedding and decoder), each following epoch unfreezes the next group
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Rows indexed by word: the embedding (and the decoder, tied or not) and the decoder bias.
 VOCAB_KEYS = ("model.embedding.weight", "model.decoder.weight", "model.decoder.bias")
+#: The softmax head's state (split: cluster vectors and the word order by frequency).
+HEAD_PREFIX = "model.softmax."
 #: The model sizes a transferred checkpoint must share with the configured model.
 SIZE_KEYS = ("cell", "emb_size", "hidden_size", "num_layers", "tie_weights")
 
@@ -49,6 +52,14 @@ def match_vocab(tensor: Tensor, old_vocab: list[str], new_vocab: list[str]) -> t
     return rows, len(shared)
 
 
+def keep_own_head(state: dict[str, Any], own: dict[str, Any]) -> None:
+    """The softmax head's entries (``model.softmax.*``) become this run's own, in place: a split
+    head's frequency order is the target corpus's, so its clusters start fresh (zero)."""
+    for key in [k for k in state if k.startswith(HEAD_PREFIX)]:
+        del state[key]
+    state.update({k: v for k, v in own.items() if k.startswith(HEAD_PREFIX)})
+
+
 def check_sizes(pretrained: dict[str, Any], configured: dict[str, Any], path: Path) -> None:
     """Refuse a checkpoint whose layer sizes differ from the configured model's."""
     differ = [k for k in SIZE_KEYS if pretrained.get(k) != configured.get(k)]
@@ -64,6 +75,9 @@ def check_sizes(pretrained: dict[str, Any], configured: dict[str, Any], path: Pa
 class Transfer(Callback):
     """Load a language model trained on another corpus into this run (module docstring)."""
 
+    #: the ``optim.groups`` that gradual unfreezing walks through, one group per epoch
+    grouping = "lm_split"
+
     def __init__(self, ckpt_path: str, gradual_unfreeze: bool = False) -> None:
         self.ckpt_path = Path(ckpt_path)
         self.gradual_unfreeze = gradual_unfreeze
@@ -72,11 +86,15 @@ class Transfer(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if self.gradual_unfreeze and pl_module.hparams["optim"].get("groups") != "lm_split":
+        if self.gradual_unfreeze and pl_module.hparams["optim"].get("groups") != self.grouping:
             raise ValueError(
                 "transfer.gradual_unfreeze=true unfreezes parameter groups one by one: set "
-                "optim.groups=lm_split"
+                f"optim.groups={self.grouping}"
             )
+        self.load(pl_module)
+
+    def load(self, pl_module: L.LightningModule) -> None:
+        """Copy the checkpoint's weights into ``pl_module``, the word rows matched by word."""
         ckpt = read_checkpoint(self.ckpt_path)
         check_sizes(ckpt["hyper_parameters"]["model"], pl_module.hparams["model"], self.ckpt_path)
         old_vocab, new_vocab = ckpt.get("vocab"), pl_module.vocab
@@ -87,6 +105,7 @@ class Transfer(Callback):
         for key in VOCAB_KEYS:
             if key in state:
                 state[key], shared = match_vocab(state[key], list(old_vocab), list(new_vocab))
+        keep_own_head(state, pl_module.state_dict())
         adapt_checkpoint_state(state, pl_module.state_dict())  # float -> QAT: fresh quantizers
         pl_module.load_state_dict(state)
         log.info(

@@ -18,7 +18,7 @@ from torch import nn
 
 from src.models.cells import lstm_step
 from src.models.dropout import EmbeddingDropout, LockedDropout, WeightDrop, embedding_dropout
-from src.models.recurrent import LoopLSTMLayer
+from src.models.recurrent import LoopLSTMLayer, build_recurrent_layer
 
 
 def rate_tolerance(p: float, n: int) -> float:
@@ -306,3 +306,90 @@ def test_weight_dropped_nn_lstm_flattens_and_warns_nothing() -> None:
         wd(x)[0].sum().backward()
         wd.eval()(x)
     assert caught == []
+
+
+# --- weight drop targets: [input, hidden] ---------------------------------------------------------
+
+#: (cell, runner) -> the matrices `[input, hidden]` drops (hidden first, then input)
+BOTH_TARGETS = {
+    ("lstm", "cudnn"): ["weight_hh_l0", "weight_ih_l0"],
+    ("lstm", "loop"): ["weight_hh_l0", "weight_ih_l0"],
+    ("gru", "cudnn"): ["weight_hh_l0", "weight_ih_l0"],
+    ("gru", "loop"): ["weight_hh_l0", "weight_ih_l0"],
+    ("mlstm", "loop"): ["weight_mh_l0", "weight_hm_l0", "weight_ih_l0", "weight_mx_l0"],
+}
+
+
+def targeted_layer(cell: str, runner: str, targets: list[str], p: float, size: int) -> nn.Module:
+    return build_recurrent_layer(
+        size,
+        size,  # input size = hidden size: the input and recurrent matrices have one shape
+        weight_drop=p,
+        weight_drop_mode="elementwise",
+        recurrent_dropout=0.0,
+        runner=runner,
+        cell=cell,
+        weight_drop_targets=targets,
+    )
+
+
+@pytest.mark.parametrize(("cell", "runner"), list(BOTH_TARGETS))
+def test_hidden_target_is_todays_weight_drop(cell: str, runner: str) -> None:
+    layer = targeted_layer(cell, runner, ["hidden"], 0.5, 4)
+    recurrent = BOTH_TARGETS[(cell, runner)][: 2 if cell == "mlstm" else 1]
+    assert layer.weight_names == recurrent
+    assert "weight_ih_l0" in dict(layer.module.named_parameters())  # W_ih left alone
+
+
+@pytest.mark.parametrize(("cell", "runner"), list(BOTH_TARGETS))
+def test_input_and_hidden_targets_mask_each_matrix_independently(cell: str, runner: str) -> None:
+    """Every matrix masked at rate p with entries 0 or 1/(1-p); a fresh mask per call; the input
+    and recurrent masks independent (both dropped at rate p^2); gradients reach every raw weight."""
+    torch.manual_seed(13)
+    p, size, calls = 0.4, 12, 30
+    names = BOTH_TARGETS[(cell, runner)]
+    layer = targeted_layer(cell, runner, ["input", "hidden"], p, size)
+    assert layer.weight_names == names
+    inner = layer.module
+    raw = {n: getattr(inner, f"{n}_raw") for n in names}
+    seen = {n: capture_weights(inner, n) for n in names}
+    x = torch.randn(4, 2, size)
+    for _ in range(calls):
+        layer(x)[0].sum().backward()
+    masks = {n: torch.stack([w.detach() / raw[n].detach() for w in seen[n]]) for n in names}
+    for name, mask in masks.items():
+        assert ((mask == 0) | torch.isclose(mask, torch.tensor(1 / (1 - p)))).all(), name
+        rate = (mask == 0).float().mean().item()
+        assert abs(rate - p) < rate_tolerance(p, mask.numel()), (name, rate)
+        assert not torch.equal(mask[0], mask[1]), f"{name}: a new mask every call"
+        assert raw[name].grad is not None and raw[name].grad.abs().sum() > 0
+    hidden = "weight_hm_l0" if cell == "mlstm" else "weight_hh_l0"  # [gates, size], as W_ih
+    inputs = "weight_ih_l0"
+    both = ((masks[hidden] == 0) & (masks[inputs] == 0)).float().mean().item()
+    assert abs(both - p * p) < rate_tolerance(p * p, masks[inputs].numel()), both
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_fused_and_loop_runners_drop_the_input_weights_alike(cell: str) -> None:
+    """The fused kernel uses the dropped W_ih too: same seed, same masks, same outputs."""
+    torch.manual_seed(0)
+    fused = targeted_layer(cell, "cudnn", ["input", "hidden"], 0.5, 5).double()
+    loop = targeted_layer(cell, "loop", ["input", "hidden"], 0.5, 5).double()
+    loop.load_state_dict(fused.state_dict())
+    x = torch.randn(6, 3, 5, dtype=torch.float64)
+    torch.manual_seed(1)
+    y1 = fused(x)[0]
+    torch.manual_seed(1)
+    y2 = loop(x)[0]
+    torch.testing.assert_close(y1, y2)
+    only_hidden = targeted_layer(cell, "cudnn", ["hidden"], 0.5, 5).double()
+    state = {k.replace("ih_l0_raw", "ih_l0"): v for k, v in fused.state_dict().items()}
+    only_hidden.load_state_dict(state)
+    torch.manual_seed(1)
+    assert not torch.allclose(only_hidden(x)[0], y1), "W_ih is dropped as well"
+
+
+@pytest.mark.parametrize("targets", [[], ["kernel"], ["input", "input"], "hidden"])
+def test_weight_drop_targets_are_checked(targets: object) -> None:
+    with pytest.raises(ValueError, match="weight_drop_targets"):
+        targeted_layer("lstm", "loop", targets, 0.5, 4)  # type: ignore[arg-type]

@@ -53,6 +53,9 @@ def convert_layer(
     weight_hh = getattr(inner, "weight_hh_l0_raw", None)
     if weight_hh is None:
         weight_hh = inner.weight_hh_l0
+    weight_ih = getattr(inner, "weight_ih_l0_raw", None)  # weight_drop_targets=[input, hidden]
+    if weight_ih is None:
+        weight_ih = inner.weight_ih_l0
     s_x, z_x = input_qparams
     s_h, z_h = activation_qparams(inner.hidden_quant, f"layer {index} hidden state")
     cell = require_quantizer(inner.cell_quant, PowerOfTwoFakeQuantize, f"layer {index} cell state")
@@ -62,7 +65,7 @@ def convert_layer(
     require_quantizer(inner.gate_quant, FixedScaleFakeQuantize, f"layer {index} gate outputs")
     k = -cell.exponent()
     q_ih, s_ih = require_quantizer(inner.weight_ih_quant, WeightFakeQuantize, "W_ih").quantize(
-        inner.weight_ih_l0
+        weight_ih
     )
     q_hh, s_hh = require_quantizer(inner.weight_hh_quant, WeightFakeQuantize, "W_hh").quantize(
         weight_hh
@@ -107,6 +110,17 @@ def convert(model: AWDLSTM, tables: str = "interpolated") -> tuple[IntegerLM, di
 
     Needs ``quant.enabled`` with every tensor quantized and every observer initialized.
     """
+    cell = model.config.cell
+    if cell not in ("lstm", "mlstm"):
+        raise ValueError(
+            f"the integer engine runs lstm and mlstm models; this one has cell={cell}, which has "
+            "no quantization-aware form (evaluate it as a float model with python -m src.eval)"
+        )
+    if getattr(getattr(model, "softmax", None), "kind", "full") == "split":
+        raise ValueError(
+            "the integer engine computes the full softmax; this model has loss.softmax=split "
+            "(quant=qat and the int8 engine take loss.softmax=full models)"
+        )
     quant = getattr(model, "quant", None)
     if quant is None or not getattr(quant, "enabled", False):
         raise ValueError(

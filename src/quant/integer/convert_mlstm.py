@@ -77,8 +77,8 @@ def convert_mlstm_layer(
     ku = power_of_two_exponent(inner.factor_x_quant, f"{what} factor W_mx x")
     kv = power_of_two_exponent(inner.factor_h_quant, f"{what} factor W_mh h")
 
-    q_ih, s_ih = _codes(inner.weight_ih_quant, inner.weight_ih_l0, "W_x")
-    q_mx, s_mx = _codes(inner.weight_mx_quant, inner.weight_mx_l0, "W_mx")
+    q_ih, s_ih = _codes(inner.weight_ih_quant, _weight(inner, "weight_ih_l0"), "W_x")
+    q_mx, s_mx = _codes(inner.weight_mx_quant, _weight(inner, "weight_mx_l0"), "W_mx")
     q_mh, s_mh = _codes(inner.weight_mh_quant, _weight(inner, "weight_mh_l0"), "W_mh")
     q_hm, s_hm = _codes(inner.weight_hm_quant, _weight(inner, "weight_hm_l0"), "W_hm")
     m_x, sh_x = quantize_multipliers(s_x * s_ih * 2.0**-GATE_EXPONENT)

@@ -1,0 +1,210 @@
+"""The softmax bench of ``python -m src.bench softmax_bench=true``: one training step of the loss
+alone (forward and backward, nothing else) for each ``loss.softmax`` kind at a large vocabulary.
+
+The inputs are the same for every kind (``softmax.*`` in ``conf/bench.yaml``; default WikiText-103's
+V = 267,735, E = 400, 1,400 tokens): a decoder W [V, E] with bias, h [N, E] requiring grad, and
+targets drawn from a Zipf law over frequency ranks (p(r) ~ 1 / (r + 1)) whose ranks are scattered
+over the word ids by a random permutation (ids in order of first appearance, not frequency); the
+split head is ranked by those frequencies. The figures per kind: the loss (``full`` and
+``chunked`` agree), tokens per second (median of ``steps`` timed steps after the measured one)
+and the peak memory of one step above what the inputs already hold:
+
+* CPU: each kind runs in a fresh child process (``python -m src.benchmarks.softmax SPEC``).
+  The peak resident memory is reset just before the step (``/proc/self/clear_refs``, then
+  ``VmHWM``); where that is not allowed, ``ru_maxrss`` is used (its setup allocates no
+  temporaries, so the peak before the step is the baseline). Large tensors are mmapped by
+  glibc and returned on free, so resident memory follows the live tensors.
+* CUDA: in-process, ``torch.cuda.max_memory_allocated`` above ``memory_allocated`` before.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from src.models.softmax import SoftmaxHead, build_softmax
+
+REPO = Path(__file__).resolve().parents[2]
+MIB = 2.0**20
+
+
+def build_inputs(
+    vocab: int, emb: int, tokens: int, seed: int, device: torch.device
+) -> tuple[nn.Linear, Tensor, Tensor, Tensor]:
+    """(decoder, h, targets, counts): Zipf-distributed targets over randomly permuted ids, and
+    the expected count of every id; every tensor is filled in place (no temporaries)."""
+    g = torch.Generator().manual_seed(seed)
+    decoder = nn.Linear(emb, vocab, device=device)
+    with torch.no_grad():
+        decoder.weight.uniform_(-0.1, 0.1, generator=g)
+        decoder.bias.zero_()
+    zipf = 1.0 / torch.arange(1, vocab + 1, dtype=torch.float64)
+    ids = torch.randperm(vocab, generator=g)  # rank -> word id
+    targets = ids[torch.multinomial(zipf, tokens, replacement=True, generator=g)]
+    counts = torch.empty(vocab, dtype=torch.float64)
+    counts[ids] = zipf
+    h = torch.randn(tokens, emb, generator=g).to(device).requires_grad_(True)
+    return decoder, h, targets.to(device), counts
+
+
+def train_step(head: SoftmaxHead, decoder: nn.Linear, h: Tensor, targets: Tensor) -> float:
+    """Forward and backward of the mean NLL (gradients of h, W, b and the head's parameters)."""
+    for p in (h, *decoder.parameters(), *head.parameters()):
+        p.grad = None
+    loss = head.nll(decoder, h, targets)
+    loss.backward()
+    return float(loss.detach())
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak resident memory (VmHWM) to the current one (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return _status_kb("VmHWM") is not None
+
+
+def measure(
+    kind: str,
+    vocab: int,
+    emb: int,
+    tokens: int,
+    chunk_size: int,
+    splits: list[int] | None,
+    steps: int,
+    seed: int,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """One kind: its loss, peak MiB of one step above the inputs, tokens/s (module docstring)."""
+    dev = torch.device(device)
+    decoder, h, targets, counts = build_inputs(vocab, emb, tokens, seed, dev)
+    head = build_softmax(kind, vocab, emb, chunk_size=chunk_size, splits=splits).to(dev)
+    head.order_by_frequency(counts)
+    del counts
+    torch.ones(64, 64) @ torch.ones(64, 64)  # thread pool and BLAS start-up, not the step's
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+        loss = train_step(head, decoder, h, targets)
+        peak = torch.cuda.max_memory_allocated(dev) - before
+        how = "torch.cuda.max_memory_allocated above memory_allocated before the step"
+    elif _reset_peak_rss():
+        before = _status_kb("VmRSS") or 0
+        loss = train_step(head, decoder, h, targets)
+        peak = ((_status_kb("VmHWM") or 0) - before) * 1024
+        how = "fresh process per kind: peak RSS (VmHWM, reset before the step) above VmRSS"
+    else:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        loss = train_step(head, decoder, h, targets)
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+        how = "fresh process per kind: ru_maxrss after the step above ru_maxrss before"
+    times = []
+    for _ in range(steps):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        start = time.perf_counter()
+        train_step(head, decoder, h, targets)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times) if times else float("nan")
+    return {
+        "loss": loss,
+        "peak_mb": peak / MIB,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+        "memory": how,
+        "splits": getattr(head, "splits", None),
+    }
+
+
+def _child(spec: dict[str, Any], threads: int) -> dict[str, Any]:
+    """:func:`measure` in a fresh Python process (its own peak memory)."""
+    cmd = [sys.executable, "-m", "src.benchmarks.softmax", json.dumps(spec), str(threads)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"softmax bench ({spec['kind']}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def softmax_bench(cfg: Any) -> dict[str, Any]:
+    """Every kind of ``cfg.softmax.kinds``; figures keyed ``softmax/<kind>/<figure>``."""
+    s = cfg.softmax
+    splits = None if s.splits is None else [int(x) for x in s.splits]
+    base = {
+        "vocab": int(s.vocab),
+        "emb": int(s.emb),
+        "tokens": int(s.tokens),
+        "chunk_size": int(s.chunk_size),
+        "splits": splits,
+        "steps": int(s.steps),
+        "seed": int(cfg.seed),
+        "device": str(cfg.device),
+    }
+    results = {}
+    for kind in s.kinds:
+        spec = {**base, "kind": str(kind)}
+        if torch.device(cfg.device).type == "cuda":
+            results[kind] = measure(**spec)
+        else:
+            results[kind] = _child(spec, torch.get_num_threads())
+    figures: dict[str, Any] = {f"softmax/{k}": v for k, v in base.items() if k != "device"}
+    for kind, r in results.items():
+        figures["softmax/memory"] = r["memory"]
+        if r["splits"] is not None:
+            figures["softmax/splits"] = r["splits"]
+        for key in ("loss", "peak_mb", "tokens_per_s", "seconds"):
+            figures[f"softmax/{kind}/{key}"] = round(r[key], {"loss": 6, "seconds": 4}.get(key, 1))
+    if "full" in results and "chunked" in results:
+        ratio = results["chunked"]["peak_mb"] / max(results["full"]["peak_mb"], 1e-9)
+        figures["softmax/chunked/peak_vs_full"] = round(ratio, 3)
+    print_table(results, base, figures.get("softmax/memory", ""))
+    return figures
+
+
+def print_table(results: dict[str, dict[str, Any]], base: dict[str, Any], how: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"one training step of the loss alone: V={base['vocab']:,}, E={base['emb']}, "
+        f"{base['tokens']:,} tokens ({base['device']})"
+    )
+    for col in ("softmax", "loss", "tokens/s", "peak MiB", "vs full"):
+        table.add_column(col, justify="right" if col != "softmax" else "left")
+    full = results.get("full", {}).get("peak_mb")
+    for kind, r in results.items():
+        ratio = f"{r['peak_mb'] / full:.2f}x" if full else "-"
+        table.add_row(
+            kind, f"{r['loss']:.5f}", f"{r['tokens_per_s']:,.0f}", f"{r['peak_mb']:,.0f}", ratio
+        )
+    Console().print(table)
+    print(f"peak memory: {how}")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else torch.get_num_threads())
+    print(json.dumps(measure(**json.loads(sys.argv[1]))), flush=True)
