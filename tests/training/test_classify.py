@@ -266,3 +266,43 @@ def test_killed_classifier_resumes_exactly(folders: tuple[Path, Path], tmp_path:
     wb = torch.load(last, weights_only=False)["state_dict"]
     for name, tensor in wa.items():
         assert torch.equal(tensor, wb[name]), name
+
+
+def test_smoke_classify_cli(corpora_dir: Path, tmp_path: Path) -> None:
+    """The acceptance command on the real WikiText-2 files: under a minute on a CPU, and
+    results.json with val/acc, test/acc, test/f1."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    if not (corpora_dir / "wikitext-2" / "train.txt").is_file():
+        pytest.skip(f"no wikitext-2 under {corpora_dir}")
+    run = tmp_path / "run"
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.train",
+            "task=classify",
+            "data=wt2_sections",
+            "experiment=smoke_classify",
+            f"paths.data_dir={corpora_dir}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=REPO,
+        env={**os.environ, "WANDB_SILENT": "true"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run / "results.json").read_text())
+    for key in ("val/acc", "test/acc", "test/f1"):
+        assert 0.0 <= results[key] <= 1.0, key
+    assert elapsed < 60, f"smoke_classify took {elapsed:.0f} s"
