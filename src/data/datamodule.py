@@ -14,9 +14,10 @@ from src.data.bptt import WindowIterable, batchify
 from src.data.cache import CorpusArrays, load_corpus
 from src.data.corpus import TOKENIZERS, Vocab
 from src.data.download import ensure_corpus
+from src.data.train_position import TrainPosition
 
 
-class LMDataModule(L.LightningDataModule):
+class LMDataModule(TrainPosition, L.LightningDataModule):
     """Language-modeling data: ordered BPTT windows, never shuffled (REFERENCE §2).
 
     `batch_size` is global: under DDP each rank gets its own contiguous shard of the streams.
@@ -25,6 +26,8 @@ class LMDataModule(L.LightningDataModule):
     Training windows have variable length (`variable_bptt`) drawn from an RNG seeded by
     (seed, epoch), so every rank draws the same lengths; evaluation windows are `bptt` long.
     """
+
+    position_key = "windows_done"  # the training position in checkpoints (TrainPosition)
 
     def __init__(
         self,
@@ -79,9 +82,7 @@ class LMDataModule(L.LightningDataModule):
         self._arrays: CorpusArrays | None = None
         self._streams: dict[str, np.ndarray] = {}
         # Position in the training epoch, for exact resume (saved through `state_dict`).
-        self._train_epoch = -1
-        self._train_windows_done = 0
-        self._resume_position: tuple[int, int] | None = None  # (epoch, windows done)
+        self._init_position()
 
     # -- data ---------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -144,30 +145,6 @@ class LMDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return _loader(WindowIterable(self._split("test"), self.bptt))
 
-    # -- exact resume -------------------------------------------------------------------
-    def _start_train_pass(self) -> int:
-        """Called when a training pass starts: windows to skip (a restored mid-epoch position)."""
-        epoch = self._trainer_epoch() or 0
-        skip = 0
-        if self._resume_position is not None and self._resume_position[0] == epoch:
-            skip = self._resume_position[1]
-        self._resume_position = None
-        self._train_epoch, self._train_windows_done = epoch, skip
-        return skip
-
-    def on_before_batch_transfer(self, batch: object, dataloader_idx: int) -> object:
-        """Count the training windows handed to the model (the position a checkpoint records)."""
-        if self.trainer is not None and self.trainer.training:
-            self._train_windows_done += 1
-        return batch
-
-    def state_dict(self) -> dict[str, int]:
-        """Saved in every checkpoint: the epoch and how many of its windows were trained on."""
-        return {"epoch": self._train_epoch, "windows_done": self._train_windows_done}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._resume_position = (int(state_dict["epoch"]), int(state_dict["windows_done"]))
-
     def __getstate__(self) -> dict:
         """Pickle without the memmaps (ddp_spawn would copy them whole); setup re-maps them."""
         state = self.__dict__.copy()
@@ -193,9 +170,6 @@ class LMDataModule(L.LightningDataModule):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
-    def _trainer_epoch(self) -> int | None:
-        """The trainer's epoch, read when a training pass starts (None without a trainer)."""
-        return None if self.trainer is None else self.trainer.current_epoch
 
 
 def _loader(windows: WindowIterable) -> DataLoader:

@@ -35,6 +35,7 @@ from src.data.documents import (
     with_specials,
 )
 from src.data.download import ensure_corpus
+from src.data.train_position import TrainPosition
 from src.data.wt2_sections import read_sections
 
 __all__ = ["ClassifyDataModule", "DocBatch", "LabelledDataError"]
@@ -44,7 +45,7 @@ FORMATS = ("csv", "wt2_sections")
 TRUNCATE = ("head", "tail")
 
 
-class ClassifyDataModule(L.LightningDataModule):
+class ClassifyDataModule(TrainPosition, L.LightningDataModule):
     """Labelled documents as `DocBatch`es. The constructor takes the keys of
     `LabelledDataConfig` (src/config.py) and checks them without reading anything."""
 
@@ -125,9 +126,7 @@ class ClassifyDataModule(L.LightningDataModule):
         self._encoded: dict[str, EncodedSplit] = {}
         self._rank, self._world = 0, 1
         # Position in the training epoch, for exact resume (saved through `state_dict`).
-        self._train_epoch = -1
-        self._train_batches_done = 0
-        self._resume_position: tuple[int, int] | None = None  # (epoch, batches done)
+        self._init_position()
 
     # -- data ---------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -192,30 +191,6 @@ class ClassifyDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return _loader(DocBatches(self._split("test"), self.test_batch_size, self.pad_id))
 
-    # -- exact resume (as LMDataModule) ---------------------------------------------------
-    def _start_train_pass(self) -> int:
-        """Called when a training pass starts: batches to skip (a restored mid-epoch position)."""
-        epoch = self._trainer_epoch() or 0
-        skip = 0
-        if self._resume_position is not None and self._resume_position[0] == epoch:
-            skip = self._resume_position[1]
-        self._resume_position = None
-        self._train_epoch, self._train_batches_done = epoch, skip
-        return skip
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Count the training batches handed to the model (the position a checkpoint records)."""
-        if self.trainer is not None and self.trainer.training:
-            self._train_batches_done += 1
-        return batch
-
-    def state_dict(self) -> dict[str, int]:
-        """Saved in every checkpoint: the epoch and how many of its batches were trained on."""
-        return {"epoch": self._train_epoch, "batches_done": self._train_batches_done}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._resume_position = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
-
     # -- helpers ------------------------------------------------------------------------
     def _corpus_dir(self) -> Path:
         return ensure_corpus(
@@ -265,9 +240,6 @@ class ClassifyDataModule(L.LightningDataModule):
         self._load()
         return self._encoded[split]
 
-    def _trainer_epoch(self) -> int | None:
-        """The trainer's epoch, read when a training pass starts (None without a trainer)."""
-        return None if self.trainer is None else self.trainer.current_epoch
 
 
 def _loader(batches: DocBatches) -> DataLoader:
