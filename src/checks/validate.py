@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
-import inspect
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +32,7 @@ from .rules import (
     task_cross_rules,
     trainer_rules,
 )
+from .targets import check_target, target_nodes
 
 # ------------------------------------------------------------------------------ walking
 
@@ -265,77 +265,6 @@ def _check_quant(data: dict[str, Any]) -> list[ConfigError]:
     return check_schema("quant", QuantConfig, quant) if isinstance(quant, dict) else []
 
 
-# ------------------------------------------------------------------------------ _target_ nodes
-
-
-def _target_nodes(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    trainer = data.get("trainer")
-    if isinstance(trainer, dict):
-        yield "trainer", trainer
-        for i, plugin in enumerate(trainer.get("plugins") or []):
-            if isinstance(plugin, dict) and "_target_" in plugin:
-                yield f"trainer.plugins.{i}", plugin
-    for group in ("logger", "callbacks"):
-        node = data.get(group)
-        if isinstance(node, dict):
-            for name, entry in node.items():
-                if isinstance(entry, dict) and "_target_" in entry:
-                    yield f"{group}.{name}", entry
-
-
-def _locate(path: str) -> Any:
-    """The object a ``_target_`` names (Hydra's ``get_object`` logs an error line first)."""
-    import importlib
-
-    parts = path.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj: Any = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        for attr in parts[i:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise ImportError(f"cannot import {path!r}")
-
-
-#: arguments that src.train passes itself when it instantiates these nodes
-PASSED_BY_CODE = {"trainer": ("callbacks", "logger")}
-
-
-def _check_target(key: str, node: dict[str, Any]) -> list[ConfigError]:
-    """The ``_target_`` imports, and every key is one of its arguments (and none is missing)."""
-    target = node.get("_target_")
-    try:
-        obj = _locate(str(target))
-        signature = inspect.signature(obj)
-    except (ImportError, AttributeError, ValueError, TypeError):
-        return [ConfigError(f"{key}._target_", target, "an importable class or function")]
-    params = signature.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return []
-    names = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    errors = []
-    for name, value in node.items():
-        if not name.startswith("_") and name not in params:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f"did you mean {close[0]}?" if close else "see its signature"
-            errors.append(ConfigError(f"{key}.{name}", value, f"an argument of {target} ({hint})"))
-    if node.get("_partial_"):  # a partial: the code passes the rest
-        return errors
-    passed = PASSED_BY_CODE.get(key, ())
-    for name, p in params.items():
-        required = p.default is inspect.Parameter.empty and p.kind in (
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-            inspect.Parameter.KEYWORD_ONLY,
-        )
-        if required and name not in node and name not in passed:
-            errors.append(
-                ConfigError(f"{key}.{name}", message=f"missing: a required argument of {target}")
-            )
-    return errors
-
-
 # ------------------------------------------------------------------------------ entry points
 
 
@@ -362,8 +291,8 @@ def _check_train(data: dict[str, Any]) -> list[ConfigError]:
     errors += _apply_rules(data, {**OPTIM_RULES, **LOSS_RULES, **trainer_rules()})
     if not isinstance(data.get("trainer"), dict) or "_target_" not in data["trainer"]:
         errors.append(ConfigError("trainer", message="expected a trainer node with a _target_"))
-    for key, node in _target_nodes(data):
-        errors += _check_target(key, node)
+    for key, node in target_nodes(data):
+        errors += check_target(key, node)
     errors += _apply_rules(data, {**GROUP_RULES, **TRAIN_TOP_RULES})
     errors += _check_policies(data)
     errors += [ConfigError(*e) for e in loss_cross_rules(data)]
