@@ -105,7 +105,7 @@ def test_a_run_that_crashes_has_its_provenance(
 ) -> None:
     import src.train
 
-    def crash(cfg):
+    def crash(*args: object) -> None:
         raise RuntimeError("the corpus could not be read")
 
     monkeypatch.setattr(src.train, "build_datamodule", crash)
