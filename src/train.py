@@ -83,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     task = TASKS[task_name(cfg)]
     transfer = container(cfg.transfer) if cfg.get("transfer") else {}
     vocab = None  # a classifier reads documents with its transferred encoder's vocabulary
-    if transfer.get("ckpt_path") and task_name(cfg) == "classify":
+    if transfer.get("ckpt_path") and task.reads_checkpoint_vocab:
         vocab = read_vocab(transfer["ckpt_path"])
     datamodule = build_datamodule(cfg, vocab)
     datamodule.prepare_data()

@@ -35,6 +35,9 @@ class Task(NamedTuple):
     module: Callable[[dict[str, Any], Any], L.LightningModule]
     transfer: type[Transfer]
     results: Callable[[L.Trainer, L.LightningModule, Any, bool], dict[str, Any]]
+    #: with ``+transfer.ckpt_path``, read the documents with the checkpoint's vocabulary (a
+    #: classifier's encoder); a language model builds its own and matches rows (``Transfer``)
+    reads_checkpoint_vocab: bool = False
 
 
 def task_name(cfg: Any) -> str:
@@ -172,5 +175,5 @@ def majority_baseline(train_counts: list[int], test_counts: list[int]) -> tuple[
 
 TASKS: dict[str, Task] = {
     "lm": Task(lm_datamodule, lm_module, Transfer, lm_results),
-    "classify": Task(classify_datamodule, classify_module, EncoderTransfer, classify_results),
+    "classify": Task(classify_datamodule, classify_module, EncoderTransfer, classify_results, True),
 }
