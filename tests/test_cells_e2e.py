@@ -9,26 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import CONF_DIR, compose_train
-
-
-def evaluate_checkpoint(ckpt: str, data_dir: Path, cache: Path) -> dict:
-    from hydra import compose, initialize_config_dir
-
-    from src.eval import evaluate
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "eval",
-            overrides=[
-                f"ckpt_path={ckpt}",
-                "split=valid",
-                "accelerator=cpu",
-                f"paths.data_dir={data_dir}",
-                f"paths.cache_dir={cache}",
-            ],
-        )
-    return evaluate(cfg)
+from tests.conftest import compose_train
+from tests.quant.test_qat_e2e import evaluate_in_process
 
 
 @pytest.mark.parametrize(
@@ -58,7 +40,7 @@ def test_cell_trains_and_its_checkpoint_evaluates_back(
         assert all(second.shape[-1] == 0 for _, second in hidden)
     else:
         assert hidden[0][1].shape[-1] == 8 and hidden[1][1].shape[-1] == 0  # layer 1: x_{t-1}
-    evaluated = evaluate_checkpoint(results["best_checkpoint"], tiny_data_dir, tmp_path / "c")
+    evaluated = evaluate_in_process(Path(results["best_checkpoint"]), tiny_data_dir, tmp_path)
     assert evaluated["loss"] == pytest.approx(results["val/loss"], rel=1e-5)
 
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.models.dropout import bernoulli_mask, check_probability
-from src.models.recurrent import State, register_layer
+from src.models.recurrent import State, refuse_recurrent_dropout, register_layer
 
 
 def gru_step(
@@ -76,11 +76,7 @@ class CuDNNGRULayer(nn.GRU):
     input_weight_names = ("weight_ih_l0",)
 
     def __init__(self, input_size: int, hidden_size: int, *, recurrent_dropout: float = 0.0):
-        if recurrent_dropout > 0:
-            raise ValueError(
-                "the cudnn runner cannot apply recurrent_dropout: the fused GRU kernel never "
-                "exposes h_{t-1} between steps; use runner='loop' (or 'auto')"
-            )
+        refuse_recurrent_dropout(recurrent_dropout, "GRU")
         super().__init__(input_size, hidden_size, num_layers=1)
 
     @classmethod

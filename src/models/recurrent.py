@@ -74,6 +74,16 @@ def load_plugins() -> None:
                 raise
 
 
+def refuse_recurrent_dropout(recurrent_dropout: float, cell: str) -> None:
+    """A fused (cuDNN/ATen) runner runs every step inside one call and never exposes h_{t-1},
+    so it cannot drop it: refuse ``recurrent_dropout > 0``, pointing to the loop runner."""
+    if recurrent_dropout > 0:
+        raise ValueError(
+            f"the cudnn runner cannot apply recurrent_dropout: the fused {cell} kernel never "
+            "exposes h_{t-1} between steps; use runner='loop' (or 'auto')"
+        )
+
+
 @register_runner("cudnn")
 class CuDNNLSTMLayer(nn.LSTM):
     """A single-layer `nn.LSTM`: cuDNN on GPU, the fused ATen kernel on CPU.
@@ -86,11 +96,7 @@ class CuDNNLSTMLayer(nn.LSTM):
     input_weight_names = ("weight_ih_l0",)
 
     def __init__(self, input_size: int, hidden_size: int, *, recurrent_dropout: float = 0.0):
-        if recurrent_dropout > 0:
-            raise ValueError(
-                "the cudnn runner cannot apply recurrent_dropout: the fused LSTM kernel never "
-                "exposes h_{t-1} between steps; use runner='loop' (or 'auto')"
-            )
+        refuse_recurrent_dropout(recurrent_dropout, "LSTM")
         super().__init__(input_size, hidden_size, num_layers=1)
 
     @classmethod
