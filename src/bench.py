@@ -50,6 +50,7 @@ from src.benchmarks.steps import (
     reference_of,
     tokens_per_second,
 )
+from src.utils.cpu import numerics
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -104,6 +105,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "tf32": bool(cfg.tf32),
         "compile_cell": bool(cfg.compile_cell),
         "threads": torch.get_num_threads(),
+        **numerics(),  # cpu_capability, amx, mkl_code_path: which kernels made these figures
         "skipped": skipped,
     }
     for name, t in timed.items():

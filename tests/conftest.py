@@ -169,6 +169,19 @@ def ptb_tiny_runs(
     real-corpus checks: the float acceptance figure and the QAT comparison. Under pytest-xdist
     the first worker to ask trains and the others read its results (the xdist-documented
     file-lock recipe; :func:`pytest_collection_modifyitems` orders the users so none waits)."""
+    return once_per_session(
+        tmp_path_factory,
+        "ptb_tiny_runs",
+        lambda: _train_ptb_tiny_pair(tmp_path_factory.mktemp("ptb_tiny"), corpora_dir, cache_dir),
+    )
+
+
+def once_per_session(
+    tmp_path_factory: pytest.TempPathFactory, name: str, compute: Callable[[], Any]
+) -> Any:
+    """``compute()`` once per test session, shared by every pytest-xdist worker: the first
+    worker to ask computes and writes ``<name>.json`` in the session's base folder (under a
+    file lock), the others read it (the recipe of the xdist docs). Results must be JSON."""
     import json
 
     from filelock import FileLock
@@ -176,11 +189,11 @@ def ptb_tiny_runs(
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent  # the run's base folder, common to all workers
-    done = shared / "ptb_tiny_runs.json"
+    done = shared / f"{name}.json"
     with FileLock(str(done) + ".lock"):
         if done.is_file():
             return json.loads(done.read_text())
-        results = _train_ptb_tiny_pair(tmp_path_factory.mktemp("ptb_tiny"), corpora_dir, cache_dir)
+        results = compute()
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps(results))
         tmp.replace(done)

@@ -45,6 +45,8 @@ def test_bench_cli_smoke(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(proc.stdout.strip().splitlines()[-1])  # one JSON object, last line
     assert figures["shape_vocab"] == 40 and figures["threads"] == 1
+    assert figures["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512") and "amx" in figures
+    assert "mkl_code_path" in figures  # which kernels made the figures (src.utils.cpu)
     for name in ("raw_lstm", "awd_lstm"):
         assert figures[f"{name}/train_tokens_per_s"] > 0 and f"{name}/eval_ratio" in figures
     assert figures["engine/bptt"] == 5 and figures["engine/path"] in ("torch", "c", "c-vnni")

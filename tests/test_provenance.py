@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import src.utils.provenance as prov
+from src.utils.cpu import mkl_code_path
 from tests.analysis.fake_runs import write_job, write_sweep
 from tests.conftest import REPO, TINY_OVERRIDES, compose_train
 
@@ -30,6 +32,9 @@ def test_record_of_this_checkout(tmp_path: Path) -> None:
     assert record["gpus"] == [] and record["accelerator"] == "cpu"
     assert record["hostname"] and record["argv"] == ["src/train.py", "experiment=smoke"]
     assert record["executable"] == sys.executable and record["started"]
+    assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(record["amx"], bool) and isinstance(record["cpu_pinned"], bool)
+    assert record["mkl_code_path"] == mkl_code_path()  # e.g. "auto:AVX512_E1"
     assert not list(tmp_path.glob(".provenance.json.*")), "temporary file left behind"
 
 

@@ -1,7 +1,8 @@
 """What produced a run: ``provenance.json`` in the run folder, written when the run starts.
 
     {"git_commit": "4f1c...", "git_dirty": false, "versions": {"python": "3.12.3", "torch": ...},
-     "device": "NVIDIA H200", "cpu": "AMD EPYC ...", "hostname": "node07",
+     "device": "NVIDIA H200", "cpu": "AMD EPYC ...", "cpu_capability": "AVX512", "amx": false,
+     "mkl_code_path": "auto:AVX512_E1", "cpu_pinned": false, "hostname": "node07",
      "argv": ["/.../src/train.py", "experiment=smoke"], "executable": "/.../python", ...}
 
 The git fields describe the checkout the ``src`` package is imported from; they are null when
@@ -21,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from src.utils.cpu import numerics
 from src.utils.io import atomic_write_json
 
 FILENAME = "provenance.json"
@@ -127,6 +129,15 @@ def on_gpu(accelerator: str | None) -> bool:
         return False
 
 
+def cpu_numerics() -> dict[str, Any]:
+    """:func:`src.utils.cpu.numerics` (ATen capability, AMX, MKL code path, threads, whether the
+    CPU settings are pinned), or nulls if torch cannot say."""
+    try:
+        return numerics()
+    except Exception:  # a provenance field must never stop a run
+        return {"cpu_capability": None, "amx": None, "mkl_code_path": None}
+
+
 def collect(accelerator: str | None = None, argv: list[str] | None = None) -> dict[str, Any]:
     """The provenance record of a run on ``accelerator`` (a Lightning setting) started by
     ``argv`` (default ``sys.argv``)."""
@@ -142,6 +153,7 @@ def collect(accelerator: str | None = None, argv: list[str] | None = None) -> di
         "device": gpus[0] if gpus else cpu,
         "gpus": gpus,
         "cpu": cpu,
+        **cpu_numerics(),
         "accelerator": None if accelerator is None else str(accelerator),
         "hostname": hostname,
         "argv": list(sys.argv if argv is None else argv),

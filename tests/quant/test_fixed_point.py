@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -25,6 +28,7 @@ from src.quant.integer.fixed_point import (
     saturating_rounding_doubling_high_mul,
     saturating_rounding_multiply_by_pot,
 )
+from tests.conftest import REPO
 
 SPECIAL = [
     INT32_MIN,
@@ -302,3 +306,20 @@ def test_int_matmul_extremes_layouts_and_errors():
             torch.zeros(1, INT_MM_MAX_K + 1, dtype=torch.int8),
             torch.zeros(INT_MM_MAX_K + 1, 1, dtype=torch.int8),
         )
+
+
+def test_int_matmul_exact_where_onednn_lacks_vnni() -> None:
+    """On a CPU without VNNI, ``torch._int_mm`` sums pairs of products in saturating int16; the
+    probe sends such machines to the exact float64 path (oneDNN capped at AVX2 emulates one)."""
+    code = (
+        "import torch\n"
+        "from src.quant.integer.fixed_point import cpu_int_mm_is_exact, int_matmul\n"
+        "g = torch.Generator().manual_seed(1)\n"
+        "a = torch.randint(-128, 128, (64, 512), dtype=torch.int8, generator=g)\n"
+        "b = torch.randint(-128, 128, (512, 96), dtype=torch.int8, generator=g)\n"
+        "want = a.long() @ b.long()\n"
+        "assert not cpu_int_mm_is_exact()\n"
+        "assert torch.equal(int_matmul(a, b).long(), want)\n"
+    )
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=120)

@@ -18,11 +18,13 @@ Multiplier convention (the one TFLite's ``QuantizeMultiplier`` uses)::
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "cpu_int_mm_is_exact",
     "INT32_MAX",
     "INT32_MIN",
     "INT_MM_MAX_K",
@@ -262,12 +264,32 @@ def _matmul_exact_float64(a: Tensor, b: Tensor) -> Tensor:
     return (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int32)
 
 
+@cache
+def cpu_int_mm_is_exact() -> bool:
+    """Whether ``torch._int_mm`` on this CPU gives the exact int32 sums (probed once).
+
+    On CPU it runs oneDNN's s8 x s8 GEMM. With VNNI (``vpdpbusd``) that sums exactly; on CPUs
+    without it (AVX2-only, AVX-512 without VNNI, or oneDNN capped below VNNI with
+    ``ONEDNN_MAX_CPU_ISA``) pairs of products meet in saturating int16 (``vpmaddubsw``), so
+    full-range operands come back wrong (measured: every entry of a random 64x512 @ 512x256
+    product). The probe multiplies full-range random operands both ways.
+    """
+    int_mm = getattr(torch, "_int_mm", None)
+    if int_mm is None:
+        return False
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(-128, 128, (24, 256), dtype=torch.int8, generator=g)
+    b = torch.randint(-128, 128, (256, 40), dtype=torch.int8, generator=g)
+    return bool(torch.equal(int_mm(a, b), _matmul_exact_float64(a, b)))
+
+
 def int_matmul(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` for int8 ``a[M, K]``, ``b[K, N]`` -> int32 ``[M, N]``, bit-exact.
 
     ``sum_k a[m, k] * b[k, n]`` accumulated in int32 (no rounding); ``K <= INT_MM_MAX_K``
     guarantees no overflow. Paths: CPU -> ``torch._int_mm`` (any shape works there, measured on
-    torch 2.13); CUDA -> ``torch._int_mm`` after zero-padding to its constraints (M > 16, K and N
+    torch 2.13) where :func:`cpu_int_mm_is_exact`, else exact float64; CUDA -> ``torch._int_mm``
+    after zero-padding to its constraints (M > 16, K and N
     multiples of 8; zero rows/cols add nothing to the sums, the pad is sliced away); otherwise
     (no ``_int_mm``, other devices) -> exact float64 matmul.
     """
@@ -287,7 +309,7 @@ def int_matmul(a: Tensor, b: Tensor) -> Tensor:
     if int_mm is None:
         return _matmul_exact_float64(a, b)
     if a.device.type == "cpu":
-        return int_mm(a, b)
+        return int_mm(a, b) if cpu_int_mm_is_exact() else _matmul_exact_float64(a, b)
     if a.device.type == "cuda":
         Mp, Kp, Np = max(M, 17), -(-K // 8) * 8, -(-N // 8) * 8
         out = int_mm(_pad_to(a, Mp, Kp), _pad_to(b, Kp, Np))
