@@ -22,6 +22,8 @@ from src.quant.config import QuantConfig
 class Tokenizer(str, Enum):
     word = "word"  # whitespace tokens + <eos> per line (also the pre-spaced PTB-char files)
     char = "char"  # every character, newline -> <eos>
+    wikitext = "wikitext"  # raw text -> WikiText's tokens (Moses, @-@ @,@ @.@)
+    fastai = "fastai"  # fastai's rules + spaCy (xxbos, xxmaj, ...); the `text` extra
 
 
 @dataclass
@@ -60,7 +62,8 @@ class LabelledDataConfig(DataConfig):
     A subclass of DataConfig because OmegaConf merges only a subclass into the train schema's
     ``data`` node. Of the inherited keys the labelled data reads corpus, data_dir, download,
     url_overrides and the three batch sizes (documents per batch); bptt is the classifier
-    encoder's chunk length; tokenizer must stay word and char_level false; the rest is unused.
+    encoder's chunk length; tokenizer splits the texts (src/data/tokenizers.py); char_level must
+    stay false; the rest is unused. ``task=lm data=csv`` reads the same keys (src/data/csv_lm.py).
     """
 
     format: LabelledFormat = LabelledFormat.csv
@@ -74,6 +77,9 @@ class LabelledDataConfig(DataConfig):
     eval_batch_size: int = 64
     test_batch_size: int = 64
     bptt: int = 72
+    # a stratified, seeded subset of train keeps its labels (src/data/subsets.py); null: all
+    train_subset: int | None = None
+    subset_seed: int = 0
 
 
 class OptimizerName(str, Enum):

@@ -10,6 +10,10 @@ a QAT checkpoint, converted on the fly, or on a file written by ``python -m src.
 ``engine=onnxruntime`` scores an ``.onnx`` file of ``python -m src.export format=onnx`` with ONNX
 Runtime (``src.deploy``, the ``deploy`` extra), on the CPU with torch's thread count.
 
+A classifier checkpoint (``task=classify``) prints its accuracy, macro F1, per-class precision,
+recall, F1 and support, and writes ``confusion_matrix_<split>.png`` in its run folder
+(:mod:`src.prediction.classifier_eval`).
+
 ``pointer.enabled=true`` adds the continuous cache pointer, ``dynamic.enabled=true`` dynamic
 evaluation (``src.evaluation.cli_options``); each reports its perplexity beside the plain one.
 """
@@ -28,15 +32,17 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from src.checks import check_config, one_line_config_errors
+from src.checks import check_config, check_eval_data, one_line_config_errors
 from src.config import register_configs
 from src.data.datamodule import LMDataModule
 from src.deploy.onnx_runtime import OnnxLM
 from src.evaluation.cli_options import describe, pick_device, run_extras
+from src.prediction.classifier_eval import evaluate_classifier
 from src.quant.integer import convert as qconvert
 from src.quant.integer import export as qexport
 from src.quant.integer.engine import IntegerLM
-from src.training.checkpoint import load_module
+from src.training.checkpoint import is_classifier, load_module
+from src.training.tasks import lm_datamodule
 from src.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -51,7 +57,9 @@ def build_eval_datamodule(cfg: DictConfig, data: dict[str, Any], seed: int) -> L
     if cfg.batch_size is not None:
         key = "eval_batch_size" if cfg.split.value == "valid" else "test_batch_size"
         data[key] = int(cfg.batch_size)
-    return LMDataModule(**data, seed=seed)
+    datamodule = lm_datamodule(data, seed, None)  # a corpus, or a CSV folder's texts
+    check_eval_data(datamodule, cfg.split.value, cfg.accelerator)  # read; too large: exit 2
+    return datamodule
 
 
 def check_vocabulary(
@@ -172,9 +180,22 @@ def _peek(path: Path) -> object:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def _evaluate_classifier(cfg: DictConfig, ckpt_path: Path) -> dict[str, Any]:
+    """A ``task=classify`` checkpoint: accuracy, F1, per class, confusion matrix (PNG)."""
+    if cfg.pointer.enabled or cfg.dynamic.enabled:
+        raise ValueError(f"{ckpt_path} is a classifier: pointer and dynamic are for LMs")
+    paths = {"data_dir": str(cfg.paths.data_dir), "cache_dir": str(cfg.paths.cache_dir)}
+    results = evaluate_classifier(ckpt_path, cfg.split.value, paths, cfg.batch_size)
+    return {"split": cfg.split.value, "engine": "float", "ckpt_path": str(ckpt_path), **results}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = Path(cfg.ckpt_path)
     engine = cfg.engine.value
+    if engine == "float" and is_classifier_file(ckpt_path):
+        results = _evaluate_classifier(cfg, ckpt_path)
+        _write_results(cfg, ckpt_path, results)
+        return results
     run = {"int8": _eval_int8, "onnxruntime": _eval_onnx}.get(engine, _eval_float)
     loss, tokens, seconds, char_level = run(cfg, ckpt_path)
     results: dict[str, Any] = {
@@ -190,21 +211,36 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if char_level:
         results["bpc"] = loss / math.log(2)
     results.update(_eval_extras(cfg, ckpt_path))
-    out = (
-        Path(cfg.out)
-        if cfg.out
-        else ckpt_path.with_name(f"{ckpt_path.stem}.eval-{cfg.split.value}-{engine}.json")
-    )
+    _write_results(cfg, ckpt_path, results)
+    return results
+
+
+def _write_results(cfg: DictConfig, ckpt_path: Path, results: dict[str, Any]) -> None:
+    name = f"{ckpt_path.stem}.eval-{cfg.split.value}-{results['engine']}.json"
+    out = Path(cfg.out) if cfg.out else ckpt_path.with_name(name)
     atomic_write_json(out, results)
     log.info("wrote %s", out)
-    return results
+
+
+def is_classifier_file(path: Path) -> bool:
+    """A ``task=classify`` checkpoint (an exported, missing or unreadable file is not: the
+    language-model path reports those as before)."""
+    try:
+        payload = _peek(path)
+    except Exception:  # noqa: BLE001 - reported where the file is read for real
+        return False
+    return isinstance(payload, dict) and is_classifier(payload)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     check_config(cfg)  # bad values: one line each, exit 2, before the checkpoint is read
     results = evaluate(cfg)
-    print(f"{results['split']}: loss {results['loss']:.4f}  perplexity {results['ppl']:.2f}")
+    if "acc" in results:  # a classifier
+        print(f"{results['split']}: loss {results['loss']:.4f}  accuracy {results['acc']:.4f}  "
+              f"macro F1 {results['f1']:.4f}  ({results['confusion_matrix_png']})")  # fmt: skip
+    else:
+        print(f"{results['split']}: loss {results['loss']:.4f}  perplexity {results['ppl']:.2f}")
     if extras := describe(results):
         print(extras)
     print(json.dumps(results), flush=True)

@@ -8,7 +8,9 @@ checkpoint's. ``format=c``: the same integer model as ``model.bin`` plus the C99
 standalone runtime ``awd_int8``, in the folder ``out`` (``src.quant.integer.runtime_export``;
 the checkpoint may also be an exported ``.int8.pt``). ``format=onnx``: a float checkpoint as an
 ONNX graph with the state as inputs and outputs (``src.deploy.onnx_export``; QAT checkpoints
-are refused). The last line of output is one JSON object.
+are refused), a classifier checkpoint as a graph from padded tokens and lengths to class
+probabilities (``src.deploy.onnx_classifier``, for ``src.predict engine=onnxruntime``). The
+last line of output is one JSON object.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from src.quant.integer import convert as qconvert
 from src.quant.integer import export as qexport
 from src.quant.integer import runtime_export
 from src.quant.integer.engine import IntegerLM
-from src.training.checkpoint import load_module
+from src.training.checkpoint import is_classifier, load_classifier, load_module, read_checkpoint
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -82,6 +84,8 @@ def _export_c(ckpt_path: Path, out: Path, tables: str) -> dict[str, Any]:
 def _export_onnx(ckpt_path: Path, out: Path) -> dict[str, Any]:
     from src.deploy.onnx_export import export_onnx
 
+    if is_classifier(read_checkpoint(ckpt_path)):
+        return _export_onnx_classifier(ckpt_path, out)
     module, _ = load_module(ckpt_path)
     if (module.hparams.quant or {}).get("enabled"):
         raise ValueError(
@@ -91,6 +95,21 @@ def _export_onnx(ckpt_path: Path, out: Path) -> dict[str, Any]:
     meta = _meta(module, ckpt_path)
     del meta["quant"]
     return export_onnx(module.model, out, meta)
+
+
+def _export_onnx_classifier(ckpt_path: Path, out: Path) -> dict[str, Any]:
+    """A ``task=classify`` checkpoint as an ONNX graph: tokens + lengths -> probabilities."""
+    from src.deploy.onnx_classifier import export_classifier_onnx
+
+    module, _ = load_classifier(ckpt_path)
+    meta = {
+        "vocab": module.vocab,
+        "classes": module.classes,
+        "data": dict(module.hparams.data),
+        "model": dict(module.hparams.model),
+        "source": str(ckpt_path),
+    }
+    return export_classifier_onnx(module.model, out, meta)
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src.checks import check_config, one_line_config_errors
+from src.checks import check_config, check_train_sizes, one_line_config_errors
 from src.config import register_configs
 from src.training.encoder_transfer import read_vocab
 from src.training.run_logs import keep_wandb_run_id
@@ -74,7 +74,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if rank_zero_only.rank == 0:  # first, so that a run that crashes has it too
         write_provenance(out_dir, cfg.trainer.get("accelerator"))
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    L.seed_everything(cfg.seed, workers=True)
     if cfg.model.get("compile_cell", False):  # compiled cells: keep inductor's code cache
         os.environ.setdefault(
             "TORCHINDUCTOR_CACHE_DIR", str(Path(cfg.paths.cache_dir) / "inductor")
@@ -87,6 +86,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         vocab = read_vocab(transfer["ckpt_path"])
     datamodule = build_datamodule(cfg, vocab)
     datamodule.prepare_data()
+    if hasattr(datamodule, "split_lengths"):  # a corpus: windows too large stop here, exit 2
+        check_train_sizes(cfg, datamodule.split_lengths(), len(datamodule.vocab))
+    L.seed_everything(cfg.seed, workers=True)  # reading the corpus draws no random numbers
     module = build_module(cfg, datamodule)
     n_params = sum(p.numel() for p in module.model.parameters())
     log.info("model: %s parameters, vocabulary %d", f"{n_params:,}", len(datamodule.vocab))

@@ -293,7 +293,13 @@ def test_several_errors_give_one_line_each(tmp_path: Path) -> None:
 
 
 #: experiments with a mandatory key, and the value that completes them
-MANDATORY = {"transfer_ptb": ["transfer.ckpt_path=null"]}
+MANDATORY = {
+    "transfer_ptb": ["transfer.ckpt_path=null"],
+    "ulmfit_lm_csv": ["transfer.ckpt_path=null", "data.path=folder"],
+    "ulmfit_clas_csv": ["transfer.ckpt_path=null", "data.path=folder"],
+    "ulmfit_lm_wt2": ["transfer.ckpt_path=null"],
+    "ulmfit_clas_wt2": ["transfer.ckpt_path=null"],
+}
 
 VALID = [
     [f"experiment={e.stem}", *MANDATORY.get(e.stem, [])]

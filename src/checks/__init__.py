@@ -16,17 +16,36 @@ Hydra's own composition errors (an unknown key or option, a wrong type, an unpar
 override) are raised inside ``@hydra.main``; :func:`one_line_config_errors`, wrapped around
 ``main()`` under ``if __name__ == "__main__"``, prints them and :class:`ConfigError` as the same
 one line (to stderr) and exits with status 2. ``HYDRA_FULL_ERROR=1`` keeps the traceback.
+
+What depends on the machine is checked next (:mod:`.machine`: the accelerator is present, the
+corpus folder is there or downloadable, checkpoint files are checkpoints, via :mod:`.files`);
+once the corpus is read, :mod:`.memory` refuses windows that cannot fit, with the estimate.
+Entry points read checkpoints with :func:`load_checkpoint` (a one-line error, not torch's).
 """
 
 from .errors import EXIT_CODE, ConfigError
-from .hydra_errors import check_config, from_hydra, one_line_config_errors, report
+from .files import load_checkpoint
+from .hydra_errors import (
+    check_config,
+    exit_on_config_error,
+    from_hydra,
+    one_line_config_errors,
+    report,
+)
+from .machine import check_machine
+from .memory import check_eval_data, check_train_sizes
 from .validate import problems, validate
 
 __all__ = [
     "EXIT_CODE",
     "ConfigError",
     "check_config",
+    "check_eval_data",
+    "check_machine",
+    "check_train_sizes",
+    "exit_on_config_error",
     "from_hydra",
+    "load_checkpoint",
     "one_line_config_errors",
     "problems",
     "report",

@@ -133,11 +133,31 @@ def _exit_on_config_error(func: Callable[[], Any]) -> Any:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """:func:`validate` for an entry point's task function (the first thing it does): on an
-    error print one line per error and exit with status 2 (``HYDRA_FULL_ERROR=1``: raise).
+    """:func:`validate`, then :func:`~src.checks.machine.check_machine` (accelerator, corpus
+    folder, checkpoint files), for an entry point's task function (the first thing it does): on
+    an error print one line per error and exit with status 2 (``HYDRA_FULL_ERROR=1``: raise).
 
     The exit happens inside the task, so Hydra adds no "Error executing job" line."""
-    _exit_on_config_error(lambda: validate(cfg))
+    from .machine import check_machine
+
+    _exit_on_config_error(lambda: (validate(cfg), check_machine(cfg)))
+
+
+def exit_on_config_error(func: Callable[[], Any]) -> Any:
+    """``func()``; a :class:`ConfigError` it raises ends the process with one line and status 2
+    (for checks inside a task, e.g. :func:`~src.checks.files.load_checkpoint`)."""
+    return _exit_on_config_error(func)
+
+
+def exit_with(errors: list[ConfigError]) -> None:
+    """Nothing if ``errors`` is empty, else one line each and exit with status 2."""
+    if errors:
+        errors[0].others = errors[1:]
+        _exit_on_config_error(lambda: _raise(errors[0]))
+
+
+def _raise(error: ConfigError) -> None:
+    raise error
 
 
 @contextmanager

@@ -87,7 +87,7 @@ def _checkpoint(v: Any) -> bool:
         return False
     if v in CKPT_SHORTCUTS or v.startswith("registry:") or "://" in v:
         return True
-    return Path(v).expanduser().is_file()
+    return Path(v).expanduser().exists()  # a folder: named by src.checks.machine
 
 
 def lightning_choices() -> tuple[list[str], list[Any], list[str]]:
@@ -293,8 +293,9 @@ def export_cross_rules(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
 
 def task_cross_rules(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
     """(key, value, message) for what each ``task`` refuses: a bidirectional language model,
-    labelled data for a language model and a corpus for a classifier, the other task's
-    parameter groups, and QAT or NT-ASGD for a classifier (the first that applies)."""
+    labelled sections for a language model (``data=csv`` is its target text; not with ``char``)
+    and a corpus for a classifier, the other task's parameter groups, and QAT or NT-ASGD for a
+    classifier (the first that applies)."""
     task = (data.get("task") or {}).get("name", "lm")
     values = data.get("data") if isinstance(data.get("data"), dict) else {}
     model, optim = data.get("model") or {}, data.get("optim") or {}
@@ -306,9 +307,12 @@ def task_cross_rules(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
             "backward direction would see the targets; use task=classify"
         )
         return [("model.bidirectional", True, msg)]
-    if task == "lm" and labelled:
+    if task == "lm" and labelled and values["format"] != "csv":
         msg = "labelled documents: train a classifier on them with task=classify"
         return [("data.format", values["format"], msg)]
+    if task == "lm" and labelled and values.get("tokenizer") == "char":
+        msg = "expected word, wikitext or fastai for task=lm data=csv"
+        return [("data.tokenizer", "char", msg)]
     if task == "lm" and groups == "clas_split":
         return [("optim.groups", groups, "expected single or lm_split with task=lm")]
     if task != "classify":

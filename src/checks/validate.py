@@ -33,6 +33,7 @@ from .rules import (
     trainer_rules,
 )
 from .targets import check_target, target_nodes
+from .transfer import check_transfer_tokenizer
 
 # ------------------------------------------------------------------------------ walking
 
@@ -295,6 +296,7 @@ def _check_train(data: dict[str, Any]) -> list[ConfigError]:
         errors += check_target(key, node)
     errors += _apply_rules(data, {**GROUP_RULES, **TRAIN_TOP_RULES})
     errors += _check_policies(data)
+    errors += check_transfer_tokenizer(data)
     errors += [ConfigError(*e) for e in loss_cross_rules(data)]
     metric = data.get("optimized_metric")
     keys = _results_keys(data)

@@ -22,7 +22,8 @@ import numpy as np
 from filelock import FileLock
 
 from src.data import corpus
-from src.data.corpus import ID_DTYPE, SPLITS, Vocab
+from src.data.corpus import ID_DTYPE, SPLITS, Stream, Vocab
+from src.data.tokenizers import cache_name, get_stream
 
 FORMAT_VERSION = 1
 DATA_DIR_HINT = (
@@ -70,8 +71,9 @@ def file_sha256(path: Path) -> str:
 
 
 def cache_key(tokenizer: str, sources: dict[str, str]) -> str:
-    """sha256 over the format version, the tokenizer and each split file's sha256."""
-    parts = [f"format={FORMAT_VERSION}", f"tokenizer={tokenizer}"]
+    """sha256 over the format version, the tokenizer (with its rules' version) and each split
+    file's sha256."""
+    parts = [f"format={FORMAT_VERSION}", f"tokenizer={cache_name(tokenizer)}"]
     parts += [f"{split}={sources[split]}" for split in SPLITS]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -82,7 +84,7 @@ def load_corpus(corpus_dir: Path, tokenizer: str, cache_dir: Path) -> CorpusArra
     The key hashes the split files' bytes (so edited files get a new cache), but a valid cache
     is never re-tokenized.
     """
-    corpus.get_tokenizer(tokenizer)  # fail fast on an unknown name
+    stream = get_stream(tokenizer)  # fails fast on an unknown name
     corpus_dir, cache_dir = Path(corpus_dir), Path(cache_dir)
     paths = split_paths(corpus_dir)
     sources = {split: file_sha256(path) for split, path in paths.items()}
@@ -95,7 +97,7 @@ def load_corpus(corpus_dir: Path, tokenizer: str, cache_dir: Path) -> CorpusArra
     with FileLock(str(folder) + ".lock"):
         arrays = _open(folder, key)  # another process may have built it meanwhile
         if arrays is None:
-            _build(paths, tokenizer, folder, key, sources)
+            _build(paths, tokenizer, stream, folder, key, sources)
             arrays = _open(folder, key)
     if arrays is None:
         raise RuntimeError(f"cache {folder} was built but cannot be read back")
@@ -123,16 +125,20 @@ def _open(folder: Path, key: str) -> CorpusArrays | None:
 
 
 def _build(
-    paths: dict[str, Path], tokenizer: str, folder: Path, key: str, sources: dict[str, str]
+    paths: dict[str, Path],
+    tokenizer: str,
+    stream: Stream,
+    folder: Path,
+    key: str,
+    sources: dict[str, str],
 ) -> None:
     """Tokenize into a temp folder and rename it to `folder`; call with the lock held."""
     _remove_leftovers(folder)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
-        vocab = corpus.build_vocab(paths["train"], tokenizer)
+        vocab = corpus.build_vocab(paths["train"], stream)
         counts = {
-            split: _write_ids(paths[split], tokenizer, vocab, tmp / f"{split}.bin")
-            for split in SPLITS
+            split: _write_ids(paths[split], stream, vocab, tmp / f"{split}.bin") for split in SPLITS
         }
         _write_text(tmp / "vocab.json", vocab.to_json())
         meta = {
@@ -166,7 +172,7 @@ def _estimated_bytes(paths: dict[str, Path]) -> int:
     return sum(4 * p.stat().st_size for p in paths.values())
 
 
-def _write_ids(path: Path, tokenizer: str, vocab: Vocab, out_path: Path) -> int:
+def _write_ids(path: Path, tokenizer: Stream, vocab: Vocab, out_path: Path) -> int:
     """Stream the ids of one split file into `out_path`; return the token count."""
     count = 0
     with open(out_path, "wb") as out:

@@ -98,7 +98,7 @@ class Vocab:
         return [self.stoi.get(t, unk) for t in tokens]
 
 
-def _read_pieces(path: Path) -> Iterator[tuple[int, str, bool]]:
+def read_pieces(path: Path) -> Iterator[tuple[int, str, bool]]:
     """Yield (line number, text without the newline, ends_line), decoding UTF-8 strictly.
 
     Lines are split on b"\\n" only; a line longer than _PIECE_BYTES arrives in several pieces
@@ -133,7 +133,7 @@ def tokenize_word(path: Path) -> Iterator[TokenLine]:
     at the end of a file (PTB-char ends with "\\n ") adds nothing.
     """
     carry, open_line, lineno = "", False, 0
-    for lineno, text, ends in _read_pieces(path):
+    for lineno, text, ends in read_pieces(path):
         text = carry + text
         words, carry = text.split(), ""
         if ends:
@@ -151,7 +151,7 @@ def tokenize_word(path: Path) -> Iterator[TokenLine]:
 def tokenize_char(path: Path) -> Iterator[TokenLine]:
     """Every character of the line except the newline, then `<eos>`."""
     open_line, lineno = False, 0
-    for lineno, text, ends in _read_pieces(path):
+    for lineno, text, ends in read_pieces(path):
         chars = list(text)
         if ends:
             chars.append(EOS)
@@ -168,9 +168,14 @@ TOKENIZERS: dict[str, Callable[[Path], Iterator[TokenLine]]] = {
 }
 
 
-def tokenize(path: Path, tokenizer: str) -> Iterator[TokenLine]:
-    """Stream the lines of `path` through the named tokenizer."""
-    return get_tokenizer(tokenizer)(Path(path))
+Stream = Callable[[Path], Iterator[TokenLine]]
+
+
+def tokenize(path: Path, tokenizer: str | Stream) -> Iterator[TokenLine]:
+    """Stream the lines of `path` through the named tokenizer (or a stream function, e.g.
+    one of `src/data/tokenizers.py`'s raw-text tokenizers)."""
+    stream = tokenizer if callable(tokenizer) else get_tokenizer(tokenizer)
+    return stream(Path(path))
 
 
 def get_tokenizer(name: str) -> Callable[[Path], Iterator[TokenLine]]:
@@ -182,7 +187,7 @@ def get_tokenizer(name: str) -> Callable[[Path], Iterator[TokenLine]]:
         ) from None
 
 
-def build_vocab(train_path: Path, tokenizer: str) -> Vocab:
+def build_vocab(train_path: Path, tokenizer: str | Stream) -> Vocab:
     """Vocabulary of the train split in first-seen order (salesforce's id assignment)."""
     first_seen: dict[str, None] = {}
     for line in tokenize(train_path, tokenizer):
@@ -191,7 +196,7 @@ def build_vocab(train_path: Path, tokenizer: str) -> Vocab:
 
 
 def encode_file(
-    path: Path, tokenizer: str, vocab: Vocab, chunk_tokens: int = CHUNK_TOKENS
+    path: Path, tokenizer: str | Stream, vocab: Vocab, chunk_tokens: int = CHUNK_TOKENS
 ) -> Iterator[np.ndarray]:
     """Stream the ids of `path` as int32 chunks of about `chunk_tokens` ids.
 

@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader
 
 from src.data.bptt import WindowIterable, batchify
 from src.data.cache import CorpusArrays, load_corpus
-from src.data.corpus import TOKENIZERS, Vocab
+from src.data.corpus import Vocab
 from src.data.download import ensure_corpus
+from src.data.tokenizers import check_tokenizer
 from src.data.train_position import TrainPosition
 
 
@@ -51,9 +52,7 @@ class LMDataModule(TrainPosition, L.LightningDataModule):
     ) -> None:
         super().__init__()
         _check(bool(corpus), "data.corpus", "must name a corpus folder", corpus)
-        _check(
-            tokenizer in TOKENIZERS, "data.tokenizer", f"must be in {sorted(TOKENIZERS)}", tokenizer
-        )
+        check_tokenizer(tokenizer)  # a known name, and its library installed
         for key, value in [
             ("data.batch_size", batch_size),
             ("data.eval_batch_size", eval_batch_size),
@@ -113,6 +112,11 @@ class LMDataModule(TrainPosition, L.LightningDataModule):
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
+
+    def split_lengths(self) -> dict[str, int]:
+        """Tokens in each split (train, valid, test); reads the cache's headers only."""
+        arrays = self._load()
+        return {split: len(arrays.split(split)) for split in ("train", "valid", "test")}
 
     def train_counts(self) -> np.ndarray:
         """How often each word id occurs in the training split, [V] int64 (the split softmax

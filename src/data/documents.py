@@ -1,24 +1,27 @@
 """Labelled documents: CSV reading, tokens, the classifier's vocabulary, ids and labels.
 
-A document's tokens follow the language-model corpora's word rule (`src/data/corpus.py`):
-every non-blank line of its text gives `line.split() + ["<eos>"]`, so a WikiText paragraph is
-tokenized exactly as the language model read it. Case is kept (the WikiText vocabulary is
-cased). Classes are the train split's labels sorted by name; the class id is the position in
-that list.
+A document's tokens follow `data.tokenizer` (`src/data/tokenizers.py`); with `word` (the
+default) every non-blank line of its text gives `line.split() + ["<eos>"]`, the language-model
+corpora's rule, so a WikiText paragraph is tokenized exactly as the language model read it.
+Case is kept (the WikiText vocabulary is cased). Classes are the train split's labels sorted
+by name; the class id is the position in that list.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from src.data.corpus import EOS, SPLITS, UNK, Vocab
+from src.data.corpus import SPLITS, UNK, Vocab
+from src.data.tokenizers import tokenize_document
 
+log = logging.getLogger(__name__)
 PAD = "<pad>"
 TEXT, LABEL = "text", "label"
 _FIELD_LIMIT = 2**31 - 1  # the csv module's default (128 KiB per field) is too small for documents
@@ -54,22 +57,18 @@ class EncodedSplit:
         return len(self.docs)
 
 
-def tokenize_text(text: str) -> list[str]:
-    """The words of every non-blank line of `text`, each line followed by `<eos>`."""
-    tokens: list[str] = []
-    for line in text.splitlines():
-        words = line.split()
-        if words:
-            tokens.extend(words)
-            tokens.append(EOS)
-    return tokens
+def tokenize_text(text: str, tokenizer: str = "word") -> list[str]:
+    """The tokens of every non-blank line of `text`, each line followed by `<eos>` (``word``:
+    ``line.split()``; the other rules: `src/data/tokenizers.py`)."""
+    return tokenize_document(text, tokenizer)
 
 
-def read_csv_split(path: Path, split: str) -> RawSplit:
-    """Read `<split>.csv`: a header row naming `text` and `label`, then one row per document.
+def read_rows(path: Path, label: bool = True) -> Iterator[tuple[str, str, str]]:
+    """``(where, text, label)`` of every row of a CSV file whose header names `text` (and
+    `label`, when `label`; otherwise a missing label column reads as "").
 
     Quoted fields may hold commas, quotes ("") and newlines (the csv module's rules). Rows are
-    numbered from 1 after the header, blank lines skipped; messages give the row and the line
+    numbered from 1 after the header, blank lines skipped; `where` gives the row and the line
     on which it starts (the header is line 1).
     """
     path = Path(path)
@@ -79,25 +78,26 @@ def read_csv_split(path: Path, split: str) -> RawSplit:
             f"folder data.path ({path.parent}); create the file or point data.path at the folder"
         )
     csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
-    out = RawSplit(split, path)
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f)
             header = [name.strip() for name in next(reader, [])]
-            for column in (TEXT, LABEL):
+            for column in (TEXT, LABEL) if label else (TEXT,):
                 if column not in header:
                     raise LabelledDataError(
                         f"{path}: no {column!r} column (header: {', '.join(header) or 'empty'})."
                         f" The first row must name the columns {TEXT!r} and {LABEL!r}"
                     )
-            text_at, label_at = header.index(TEXT), header.index(LABEL)
+            text_at = header.index(TEXT)
+            label_at = header.index(LABEL) if LABEL in header else None
             row, start = 0, reader.line_num + 1
             for fields in reader:
                 if fields:
                     row += 1
-                    _add_row(
-                        out, fields, len(header), text_at, label_at, f"row {row} (line {start})"
-                    )
+                    where = f"row {row} (line {start})"
+                    _check_width(path, fields, len(header), where)
+                    found = fields[label_at] if label_at is not None else ""
+                    yield where, fields[text_at], found
                 start = reader.line_num + 1
     except UnicodeDecodeError as err:
         raise LabelledDataError(
@@ -105,14 +105,32 @@ def read_csv_split(path: Path, split: str) -> RawSplit:
         ) from None
     except csv.Error as err:
         raise LabelledDataError(f"{path}: line {reader.line_num}: malformed CSV ({err})") from None
+
+
+def read_csv_split(path: Path, split: str, tokenizer: str = "word") -> RawSplit:
+    """Read `<split>.csv`: a header row naming `text` and `label`, then one row per document
+    (:func:`read_rows`), each text split by `tokenizer`. A row with an empty label is text for
+    the language model (``task=lm data=csv``) and is skipped here."""
+    out = RawSplit(split, Path(path))
+    unlabelled: list[str] = []  # text for the language model (task=lm data=csv), skipped here
+    for where, text, label in read_rows(path):
+        if label.strip():
+            _add_row(out, text, label, where, tokenizer)
+        else:
+            unlabelled.append(where)
+    if not out.labels and unlabelled:
+        raise LabelledDataError(
+            f"{path}: {unlabelled[0]}: empty label, and no row has a label; give the rows their "
+            "class (rows without one are text for task=lm only)"
+        )
     if not out.labels:
         raise LabelledDataError(f"{path}: no data rows after the header; add documents")
+    if unlabelled:
+        log.info("%s: %d rows without a label skipped (text for task=lm)", path, len(unlabelled))
     return out
 
 
-def _add_row(
-    out: RawSplit, fields: list[str], width: int, text_at: int, label_at: int, where: str
-) -> None:
+def _check_width(path: Path, fields: list[str], width: int, where: str) -> None:
     if len(fields) != width:
         hint = (
             'a comma inside an unquoted text? Quote the field: "..." (double any quote in it)'
@@ -120,23 +138,23 @@ def _add_row(
             else "fill the missing fields"
         )
         raise LabelledDataError(
-            f"{out.path}: {where}: {len(fields)} fields, the header has {width}; {hint}"
+            f"{path}: {where}: {len(fields)} fields, the header has {width}; {hint}"
         )
-    tokens = tokenize_text(fields[text_at])
+
+
+def _add_row(out: RawSplit, text: str, label: str, where: str, tokenizer: str) -> None:
+    tokens = tokenize_text(text, tokenizer)
     if not tokens:
         raise LabelledDataError(
             f"{out.path}: {where}: empty text; every document needs at least one word "
             "(fill the text or delete the row)"
         )
-    label = fields[label_at].strip()
-    if not label:
-        raise LabelledDataError(f"{out.path}: {where}: empty label; give the row its class")
     out.tokens.append(tokens)
-    out.labels.append(label)
+    out.labels.append(label.strip())
     out.where.append(where)
 
 
-def read_csv_folder(folder: Path) -> dict[str, RawSplit]:
+def read_csv_folder(folder: Path, tokenizer: str = "word") -> dict[str, RawSplit]:
     """`train.csv`, `valid.csv`, `test.csv` of `folder`; every valid/test label occurs in train."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -144,7 +162,7 @@ def read_csv_folder(folder: Path) -> dict[str, RawSplit]:
             f"{folder}: no such folder. Set data.path to the folder holding train.csv, "
             "valid.csv and test.csv"
         )
-    splits = {split: read_csv_split(folder / f"{split}.csv", split) for split in SPLITS}
+    splits = {split: read_csv_split(folder / f"{split}.csv", split, tokenizer) for split in SPLITS}
     for split in ("valid", "test"):
         check_known_labels(splits["train"], splits[split])
     return splits

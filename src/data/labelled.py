@@ -7,6 +7,9 @@ unknown words -> `<unk>`) or, when none is given, from the train split (`<unk>`,
 absent, so the vocabulary may be one or two entries longer than the encoder's; existing ids
 never move. Classes are sorted by name. Batches: `DocBatch` (`src/data/doc_batches.py`), end
 padded; training batches in fastai's sortish order, evaluation batches longest first.
+With ``data.train_subset=N`` train is a stratified subset of N documents (``data.subset_seed``;
+`src/data/subsets.py`, the baseline's too): classes still come from the whole train split, the
+built vocabulary from the subset; the rest is `unlabelled_train`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from src.data.documents import (
     with_specials,
 )
 from src.data.download import ensure_corpus
+from src.data.subsets import split_train
+from src.data.tokenizers import check_tokenizer
 from src.data.train_position import TrainPosition
 from src.data.wt2_sections import read_sections
 
@@ -75,6 +80,8 @@ class ClassifyDataModule(TrainPosition, L.LightningDataModule):
         bptt_p: float = 0.95,  # accepted and unused
         bptt_std: float = 5.0,
         min_bptt: int = 5,
+        train_subset: int | None = None,
+        subset_seed: int = 0,
         seed: int,
         vocab: Vocab | list[str] | None = None,
     ) -> None:
@@ -82,7 +89,10 @@ class ClassifyDataModule(TrainPosition, L.LightningDataModule):
         format, truncate, tokenizer = (_plain(v) for v in (format, truncate, tokenizer))
         _check(format in FORMATS, "data.format", f"one of [{', '.join(FORMATS)}]", format)
         _check(truncate in TRUNCATE, "data.truncate", f"one of [{', '.join(TRUNCATE)}]", truncate)
-        _check(tokenizer == "word", "data.tokenizer", "one of [word] for labelled data", tokenizer)
+        check_tokenizer(tokenizer)  # a known name, and its library installed
+        wikitext_form = format == "csv" or tokenizer in ("word", "wikitext")
+        rule = "one of [word, wikitext] for data=wt2_sections (WikiText's own tokens)"
+        _check(wikitext_form, "data.tokenizer", rule, tokenizer)
         _check(not char_level, "data.char_level", "false for labelled data", char_level)
         for key, value in [
             ("batch_size", batch_size),
@@ -93,6 +103,10 @@ class ClassifyDataModule(TrainPosition, L.LightningDataModule):
             ("min_freq", min_freq),
         ]:
             _check(_positive_int(value), f"data.{key}", "a positive integer", value)
+        ok = train_subset is None or _positive_int(train_subset)
+        _check(ok, "data.train_subset", "a positive integer or null (all of train)", train_subset)
+        ok = isinstance(subset_seed, int) and not isinstance(subset_seed, bool)
+        _check(ok, "data.subset_seed", "an integer", subset_seed)
         if format == "csv":
             rule = "a folder holding train.csv, valid.csv and test.csv"
             _check(bool(path), "data.path", rule, path)
@@ -103,6 +117,7 @@ class ClassifyDataModule(TrainPosition, L.LightningDataModule):
             ok = _positive_int(num_classes) and num_classes >= 2  # type: ignore[operator]
             _check(ok, "data.num_classes", "an integer >= 2 (the headings kept)", num_classes)
         self.format = format
+        self.tokenizer = tokenizer
         self.path = Path(path).expanduser() if path else None
         self.corpus = corpus
         self.data_dir = Path(data_dir).expanduser()
@@ -116,11 +131,13 @@ class ClassifyDataModule(TrainPosition, L.LightningDataModule):
         self.truncate = truncate
         self.min_freq = min_freq
         self.expected_classes = num_classes
+        self.train_subset, self.subset_seed = train_subset, subset_seed
         self.seed = seed
         self._given_vocab = (
             Vocab(vocab.itos if isinstance(vocab, Vocab) else vocab) if vocab else None
         )
         self._raw: dict[str, RawSplit] = {}
+        self._unlabelled: RawSplit | None = None  # train outside data.train_subset
         self._classes: list[str] = []
         self._vocab: Vocab | None = None
         self._encoded: dict[str, EncodedSplit] = {}
@@ -162,13 +179,24 @@ class ClassifyDataModule(TrainPosition, L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def unlabelled_train(self) -> RawSplit:
+        """The train documents outside ``data.train_subset`` (none without one): text for
+        ULMFiT's stage 2, whose labels no classifier or baseline may read."""
+        self._load()
+        return self._unlabelled or RawSplit("train", self._raw["train"].path)
+
     def class_counts(self, split: str) -> dict[str, int]:
         """Documents per class in `split` (train, valid or test), every class listed."""
+        counts = Counter(self.raw_split(split).labels)
+        return {name: counts[name] for name in self._classes}
+
+    def raw_split(self, split: str) -> RawSplit:
+        """A split's documents as read and tokenized, before ids (train: the subset)."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
         self._load()
-        counts = Counter(self._raw[split].labels)
-        return {name: counts[name] for name in self._classes}
+        return self._raw[split]
 
     # -- loaders ------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
@@ -201,7 +229,7 @@ class ClassifyDataModule(TrainPosition, L.LightningDataModule):
         if self._vocab is None:
             if self.format == "csv":
                 assert self.path is not None
-                raw = read_csv_folder(self.path)
+                raw = read_csv_folder(self.path, self.tokenizer)
                 classes = class_names(raw["train"])
                 if self.expected_classes is not None and len(classes) != self.expected_classes:
                     raise LabelledDataError(
@@ -211,6 +239,10 @@ class ClassifyDataModule(TrainPosition, L.LightningDataModule):
                     )
             else:
                 raw, classes = read_sections(self._corpus_dir(), int(self.expected_classes or 0))
+            if self.train_subset is not None:  # classes stay those of the whole train split
+                raw["train"], self._unlabelled = split_train(
+                    raw["train"], self.train_subset, self.subset_seed
+                )
             if self._given_vocab is not None:
                 vocab = with_specials(self._given_vocab)
             else:

@@ -21,6 +21,7 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -177,9 +178,23 @@ def export_onnx(
         "state_sizes": json.dumps(graph.state_sizes),
         **{key: json.dumps(value) for key, value in meta.items()},
     }
+    check = lambda blob: _check_with_onnxruntime(graph, blob)  # noqa: E731
+    return write_checked(proto, props, path, check, opset)
+
+
+def write_checked(
+    proto: Any,
+    props: dict[str, str],
+    path: str | os.PathLike[str],
+    check: Callable[[bytes], float | None],
+    opset: int = OPSET,
+) -> dict[str, Any]:
+    """Set the metadata ``props``, refuse a graph that ``check`` (max |ONNX Runtime - torch|,
+    None without onnxruntime) finds more than 1e-4 off, write the file atomically; a report."""
+    onnx = _onnx()
     onnx.helper.set_model_props(proto, props)
     blob = proto.SerializeToString()
-    error = _check_with_onnxruntime(graph, blob)
+    error = check(blob)
     if error is not None and error > 1e-4:
         raise RuntimeError(f"the exported graph differs from the model by {error:.3g}")
     atomic_write(path, lambda fh: fh.write(blob))

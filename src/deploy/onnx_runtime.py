@@ -15,7 +15,7 @@ import numpy as np
 
 from .onnx_export import FORMAT, VERSION, state_names
 
-__all__ = ["OnnxLM"]
+__all__ = ["OnnxLM", "open_session"]
 
 
 def _ort() -> ModuleType:
@@ -28,28 +28,35 @@ def _ort() -> ModuleType:
     return onnxruntime
 
 
+def open_session(
+    path: str | os.PathLike[str], threads: int, fmt: str = FORMAT, version: int = VERSION
+) -> tuple[Any, dict[str, str]]:
+    """(ONNX Runtime session on the CPU with ``threads`` intra-op threads, the file's metadata),
+    after checking that ``src.export`` wrote the file in format ``fmt``, version ``version``."""
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own error types
+        raise ValueError(f"{path} is not a readable ONNX model: {exc}") from exc
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    if props.get("awd_format") != fmt:
+        raise ValueError(f"{path} is not a file of python -m src.export format=onnx ({fmt})")
+    if props.get("awd_version") != str(version):
+        raise ValueError(
+            f"{path} has format version {props.get('awd_version')}, this code reads "
+            f"{version}: export the checkpoint again with python -m src.export format=onnx"
+        )
+    return session, props
+
+
 class OnnxLM:
     """An exported model in ONNX Runtime on the CPU (``threads`` intra-op threads)."""
 
     def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
-        ort = _ort()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own error types
-            raise ValueError(f"{path} is not a readable ONNX model: {exc}") from exc
-        props = self.session.get_modelmeta().custom_metadata_map
-        if props.get("awd_format") != FORMAT:
-            raise ValueError(f"{path} was not written by python -m src.export format=onnx")
-        if props.get("awd_version") != str(VERSION):
-            raise ValueError(
-                f"{path} has format version {props.get('awd_version')}, this code reads "
-                f"{VERSION}: export the checkpoint again with python -m src.export format=onnx"
-            )
+        self.session, props = open_session(path, threads)
         self.meta: dict[str, Any] = {
             key: json.loads(props[key]) for key in ("vocab", "data", "model") if key in props
         }

@@ -1,4 +1,5 @@
-"""Load a training checkpoint back into an :class:`LMModule`, with errors a person can act on."""
+"""Load a training checkpoint back into its module (:class:`LMModule` or, for ``task=classify``,
+:class:`ClassifierModule`), with errors a person can act on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import torch
 
+from src.training.classify_module import ClassifierModule
 from src.training.module import LMModule
 
 
@@ -30,15 +32,21 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_module(path: Path) -> tuple[LMModule, dict[str, Any]]:
-    """Rebuild the module from the checkpoint's hyperparameters and load its weights."""
+def is_classifier(ckpt: dict[str, Any]) -> bool:
+    """A ``task=classify`` checkpoint (its hyperparameters have ``num_classes``)."""
+    return "num_classes" in ckpt.get("hyper_parameters", {})
+
+
+def load_classifier(path: Path) -> tuple[ClassifierModule, dict[str, Any]]:
+    """A classifier checkpoint's module in eval mode, with its ``vocab`` and ``classes``."""
     ckpt = read_checkpoint(path)
-    if "num_classes" in ckpt["hyper_parameters"]:
-        raise ValueError(
-            f"{path} is a classifier (task=classify); this entry point reads language models. "
-            "A classifier's test metrics are in its run's results.json"
-        )
-    module = LMModule(**ckpt["hyper_parameters"])
+    if not is_classifier(ckpt):
+        raise ValueError(f"{path} is a language model (task=lm), not a classifier")
+    return _restore(ClassifierModule(**ckpt["hyper_parameters"]), ckpt, path), ckpt
+
+
+def _restore(module: Any, ckpt: dict[str, Any], path: Path) -> Any:
+    """``module`` with the checkpoint's weights and extras (vocabulary, ...), in eval mode."""
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
@@ -47,4 +55,15 @@ def load_module(path: Path) -> tuple[LMModule, dict[str, Any]]:
         ) from exc
     module.on_load_checkpoint(ckpt)
     module.eval()
-    return module, ckpt
+    return module
+
+
+def load_module(path: Path) -> tuple[LMModule, dict[str, Any]]:
+    """Rebuild the module from the checkpoint's hyperparameters and load its weights."""
+    ckpt = read_checkpoint(path)
+    if is_classifier(ckpt):
+        raise ValueError(
+            f"{path} is a classifier (task=classify); this entry point reads language models. "
+            "A classifier's test metrics are in its run's results.json"
+        )
+    return _restore(LMModule(**ckpt["hyper_parameters"]), ckpt, path), ckpt

@@ -86,7 +86,7 @@ class EncoderTransfer(Transfer):
     grouping = "clas_split"
 
     def load(self, pl_module: L.LightningModule) -> None:
-        ckpt = read_checkpoint(self.ckpt_path)
+        ckpt = self.read(pl_module)
         source: dict[str, Any] = ckpt["hyper_parameters"]["model"]
         target: dict[str, Any] = pl_module.hparams["model"]
         embedding_only = bool(target.get("bidirectional")) and not source.get("bidirectional")

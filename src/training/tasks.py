@@ -50,11 +50,15 @@ def task_name(cfg: Any) -> str:
 
 
 def lm_datamodule(data: dict[str, Any], seed: int, vocab: list[str] | None) -> Any:
+    """A corpus folder (``LMDataModule``) or, with ``data=csv``, the texts of a CSV folder
+    (``CSVLMDataModule``: ULMFiT's language-model fine-tuning on the target documents)."""
+    from src.data.csv_lm import CSVLMDataModule
     from src.data.datamodule import LMDataModule
 
     if vocab is not None:
         raise ValueError("task=lm builds its vocabulary from the corpus")
-    return LMDataModule(**data, seed=seed)
+    source = CSVLMDataModule if data.get("format") == "csv" else LMDataModule
+    return source(**data, seed=seed)
 
 
 def lm_module(cfg: dict[str, Any], datamodule: Any) -> LMModule:

@@ -72,6 +72,24 @@ def check_sizes(pretrained: dict[str, Any], configured: dict[str, Any], path: Pa
         )
 
 
+def checkpoint_tokenizer(ckpt: dict[str, Any]) -> str:
+    """The ``data.tokenizer`` a checkpoint was trained with (``word`` when it records none)."""
+    data = (ckpt.get("hyper_parameters") or {}).get("data") or {}
+    name = data.get("tokenizer") or "word"
+    return str(getattr(name, "value", name))
+
+
+def check_tokenizer(ckpt: dict[str, Any], configured: str, path: Path) -> None:
+    """Refuse a checkpoint whose tokenizer differs from the run's: its words would not be the
+    words this run reads, so the matched embedding rows would mean other things."""
+    theirs = checkpoint_tokenizer(ckpt)
+    if theirs != configured:
+        raise ValueError(
+            f"data.tokenizer={configured} but the transferred checkpoint {path} was trained "
+            f"with data.tokenizer={theirs}; set data.tokenizer={theirs}"
+        )
+
+
 class Transfer(Callback):
     """Load a language model trained on another corpus into this run (module docstring)."""
 
@@ -93,9 +111,16 @@ class Transfer(Callback):
             )
         self.load(pl_module)
 
+    def read(self, pl_module: L.LightningModule) -> dict[str, Any]:
+        """The checkpoint, refused when its tokenizer is not this run's (``data.tokenizer``)."""
+        ckpt = read_checkpoint(self.ckpt_path)
+        configured = (pl_module.hparams.get("data") or {}).get("tokenizer") or "word"
+        check_tokenizer(ckpt, str(getattr(configured, "value", configured)), self.ckpt_path)
+        return ckpt
+
     def load(self, pl_module: L.LightningModule) -> None:
         """Copy the checkpoint's weights into ``pl_module``, the word rows matched by word."""
-        ckpt = read_checkpoint(self.ckpt_path)
+        ckpt = self.read(pl_module)
         check_sizes(ckpt["hyper_parameters"]["model"], pl_module.hparams["model"], self.ckpt_path)
         old_vocab, new_vocab = ckpt.get("vocab"), pl_module.vocab
         if old_vocab is None or new_vocab is None:

@@ -1,0 +1,50 @@
+"""Tiny trained models for the prediction tests: two classifiers (seeds 1 and 2) on the tiny
+labelled CSVs and a language model on the tiny corpus, trained once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY_OVERRIDES, compose_train, write_tiny_corpus
+from tests.helpers.labelled import write_tiny_csv
+from tests.training.test_classify import CLASSIFY as TRAINING_CLASSIFY
+
+CLASSIFY = [*TRAINING_CLASSIFY, "trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture(scope="session")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(corpora root with the tiny LM corpus, folder of the tiny labelled CSVs)."""
+    root = tmp_path_factory.mktemp("prediction")
+    write_tiny_corpus(root / "corpora")
+    return root / "corpora", write_tiny_csv(root / "csv")
+
+
+def _train(overrides: list[str], out: Path, corpora: Path) -> Path:
+    from src.train import train
+
+    train(compose_train(overrides, out, corpora, out.parent / "cache"))
+    return out / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def classifiers(
+    labelled: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> list[Path]:
+    """Two tiny classifiers of the same classes (seeds 1 and 2): last.ckpt of each run."""
+    corpora, csv = labelled
+    root = tmp_path_factory.mktemp("classifiers")
+    return [
+        _train([*CLASSIFY, f"data.path={csv}", f"seed={seed}"], root / f"seed{seed}", corpora)
+        for seed in (1, 2)
+    ]
+
+
+@pytest.fixture(scope="session")
+def language_model(labelled: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny language model trained one epoch on the tiny corpus."""
+    out = tmp_path_factory.mktemp("lm")
+    overrides = [*TINY_OVERRIDES, "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
+    return _train(overrides, out / "run", labelled[0])
