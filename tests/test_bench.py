@@ -14,6 +14,7 @@ import pytest
 
 from src.benchmarks import cache as bench
 from src.data import corpus
+from src.quant.integer.kernel import compiler
 from tests.conftest import REPO, write_tiny_corpus
 
 
@@ -49,7 +50,15 @@ def test_bench_cli_smoke(tmp_path: Path) -> None:
     assert "mkl_code_path" in figures  # which kernels made the figures (src.utils.cpu)
     for name in ("raw_lstm", "awd_lstm"):
         assert figures[f"{name}/train_tokens_per_s"] > 0 and f"{name}/eval_ratio" in figures
-    assert figures["engine/bptt"] == 5 and figures["engine/path"] in ("torch", "c", "c-vnni")
+    assert figures["engine/bptt"] == 5
+    assert figures["engine/path"] in ("torch", "c", "c-vnni", "c-avx2")
+    if compiler() is not None:  # the C runtime at batch 1 beside engine=int8, with its target
+        r = figures["engine/b1/runtime_tokens_per_s"]
+        i = figures["engine/b1/int8_eval_tokens_per_s"]
+        assert r > 0 and figures["engine/b1/runtime_ratio"] == pytest.approx(r / i, rel=0.01)
+        assert figures["engine/b1/runtime_ratio_target"] == 1.5
+    assert figures["engine/b1/int8_ratio_target"] == 2.0
+    assert "engine/b2/int8_ratio_target" not in figures  # targets only where issue 23 set one
     for b in (1, 2):
         f, i = (
             figures[f"engine/b{b}/float_eval_tokens_per_s"],
@@ -148,9 +157,12 @@ def test_softmax_bench_at_a_small_vocabulary(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
     assert figures["softmax/vocab"] == 3000 and figures["softmax/splits"] == [31, 224, 852]
-    for kind in ("full", "chunked", "split"):
+    for kind in ("full", "chunked", "split", "adaptive_torch"):  # + torch's, the reference
         assert figures[f"softmax/{kind}/tokens_per_s"] > 0
         assert figures[f"softmax/{kind}/peak_mb"] >= 0
         assert math.isfinite(figures[f"softmax/{kind}/loss"])
     assert figures["softmax/chunked/loss"] == pytest.approx(figures["softmax/full/loss"], rel=1e-5)
     assert "peak" in figures["softmax/memory"] and "peak memory:" in proc.stdout
+    speed = figures["softmax/split/tokens_per_s"] / figures["softmax/adaptive_torch/tokens_per_s"]
+    assert figures["softmax/split/vs_adaptive_torch"] == pytest.approx(speed, rel=0.01)
+    assert figures["softmax/split/peak_vs_adaptive_torch"] >= 0

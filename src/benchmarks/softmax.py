@@ -5,7 +5,11 @@ The inputs are the same for every kind (``softmax.*`` in ``conf/bench.yaml``; de
 V = 267,735, E = 400, 1,400 tokens): a decoder W [V, E] with bias, h [N, E] requiring grad, and
 targets drawn from a Zipf law over frequency ranks (p(r) ~ 1 / (r + 1)) whose ranks are scattered
 over the word ids by a random permutation (ids in order of first appearance, not frequency); the
-split head is ranked by those frequencies. The figures per kind: the loss (``full`` and
+split head is ranked by those frequencies. Beside the ``loss.softmax`` kinds, the reference row
+``adaptive_torch``: torch's ``nn.AdaptiveLogSoftmaxWithLoss`` with the split head's cutoffs and
+``div_value=1`` (the same structure, untied: its own weights, the targets given as ranks), and
+the split head's speed and peak as ratios to it (``softmax/split/vs_adaptive_torch``,
+``softmax/split/peak_vs_adaptive_torch``). The figures per kind: the loss (``full`` and
 ``chunked`` agree), tokens per second (median of ``steps`` timed steps after the measured one)
 and the peak memory of one step above what the inputs already hold:
 
@@ -32,10 +36,44 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from src.models.softmax import SoftmaxHead, build_softmax
+from src.models.softmax import SoftmaxHead, build_softmax, check_splits, default_splits
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 2.0**20
+#: the reference row: torch's own adaptive softmax (not a ``loss.softmax`` kind)
+ADAPTIVE = "adaptive_torch"
+
+
+class AdaptiveTorch(nn.Module):
+    """``nn.AdaptiveLogSoftmaxWithLoss`` (cutoffs = the split head's, ``div_value=1``, head bias)
+    behind the heads' ``nll``: the decoder is not read, the targets are mapped to their ranks."""
+
+    def __init__(self, vocab: int, emb: int, splits: list[int] | None) -> None:
+        super().__init__()
+        self.splits = check_splits(default_splits(vocab) if splits is None else splits, vocab)
+        self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(
+            emb, vocab, self.splits, div_value=1.0, head_bias=True
+        )
+        self.register_buffer("rank", torch.arange(vocab))  # id -> rank
+
+    def order_by_frequency(self, counts: Tensor) -> None:
+        """Rank the ids by count, most frequent first (as the split head does)."""
+        order = torch.sort(counts.reshape(-1), descending=True, stable=True).indices
+        self.rank[order] = torch.arange(order.numel(), device=self.rank.device)
+
+    def nll(self, decoder: nn.Module, output: Tensor, targets: Tensor) -> Tensor:
+        """The mean NLL of the targets (their ranks are torch's class indices)."""
+        h = output.reshape(-1, output.size(-1))
+        return self.adaptive(h, self.rank[targets.reshape(-1)]).loss
+
+
+def build_head(
+    kind: str, vocab: int, emb: int, chunk_size: int, splits: list[int] | None
+) -> SoftmaxHead | AdaptiveTorch:
+    """The head of one bench row: a ``loss.softmax`` kind or :data:`ADAPTIVE`."""
+    if kind == ADAPTIVE:
+        return AdaptiveTorch(vocab, emb, splits)
+    return build_softmax(kind, vocab, emb, chunk_size=chunk_size, splits=splits)
 
 
 def build_inputs(
@@ -57,7 +95,9 @@ def build_inputs(
     return decoder, h, targets.to(device), counts
 
 
-def train_step(head: SoftmaxHead, decoder: nn.Linear, h: Tensor, targets: Tensor) -> float:
+def train_step(
+    head: SoftmaxHead | AdaptiveTorch, decoder: nn.Linear, h: Tensor, targets: Tensor
+) -> float:
     """Forward and backward of the mean NLL (gradients of h, W, b and the head's parameters)."""
     for p in (h, *decoder.parameters(), *head.parameters()):
         p.grad = None
@@ -99,7 +139,7 @@ def measure(
     """One kind: its loss, peak MiB of one step above the inputs, tokens/s (module docstring)."""
     dev = torch.device(device)
     decoder, h, targets, counts = build_inputs(vocab, emb, tokens, seed, dev)
-    head = build_softmax(kind, vocab, emb, chunk_size=chunk_size, splits=splits).to(dev)
+    head = build_head(kind, vocab, emb, chunk_size, splits).to(dev)
     head.order_by_frequency(counts)
     del counts
     torch.ones(64, 64) @ torch.ones(64, 64)  # thread pool and BLAS start-up, not the step's
@@ -181,6 +221,12 @@ def softmax_bench(cfg: Any) -> dict[str, Any]:
     if "full" in results and "chunked" in results:
         ratio = results["chunked"]["peak_mb"] / max(results["full"]["peak_mb"], 1e-9)
         figures["softmax/chunked/peak_vs_full"] = round(ratio, 3)
+    if "split" in results and ADAPTIVE in results:
+        split, ref = results["split"], results[ADAPTIVE]
+        speed = split["tokens_per_s"] / ref["tokens_per_s"]
+        figures[f"softmax/split/vs_{ADAPTIVE}"] = round(speed, 3)
+        peak = split["peak_mb"] / max(ref["peak_mb"], 1e-9)
+        figures[f"softmax/split/peak_vs_{ADAPTIVE}"] = round(peak, 3)
     print_table(results, base, figures.get("softmax/memory", ""))
     return figures
 
@@ -193,13 +239,20 @@ def print_table(results: dict[str, dict[str, Any]], base: dict[str, Any], how: s
         title=f"one training step of the loss alone: V={base['vocab']:,}, E={base['emb']}, "
         f"{base['tokens']:,} tokens ({base['device']})"
     )
-    for col in ("softmax", "loss", "tokens/s", "peak MiB", "vs full"):
+    for col in ("softmax", "loss", "tokens/s", "peak MiB", "vs full", f"tokens/s vs {ADAPTIVE}"):
         table.add_column(col, justify="right" if col != "softmax" else "left")
     full = results.get("full", {}).get("peak_mb")
+    ref = results.get(ADAPTIVE, {}).get("tokens_per_s")
     for kind, r in results.items():
         ratio = f"{r['peak_mb'] / full:.2f}x" if full else "-"
+        speed = f"{r['tokens_per_s'] / ref:.2f}x" if ref else "-"
         table.add_row(
-            kind, f"{r['loss']:.5f}", f"{r['tokens_per_s']:,.0f}", f"{r['peak_mb']:,.0f}", ratio
+            kind,
+            f"{r['loss']:.5f}",
+            f"{r['tokens_per_s']:,.0f}",
+            f"{r['peak_mb']:,.0f}",
+            ratio,
+            speed,
         )
     Console().print(table)
     print(f"peak memory: {how}")

@@ -7,7 +7,7 @@ from torch import Tensor
 
 def activation_regularization(dropped_last: Tensor, alpha: float) -> Tensor:
     """AR = alpha * mean(m * h_t ** 2) on the dropped last-layer output [T, B, E]."""
-    return alpha * dropped_last.pow(2).mean()
+    return alpha * dropped_last.float().pow(2).mean()  # float32 under autocast too
 
 
 def temporal_activation_regularization(raw_last: Tensor, beta: float) -> Tensor:
@@ -17,4 +17,5 @@ def temporal_activation_regularization(raw_last: Tensor, beta: float) -> Tensor:
     """
     if raw_last.size(0) < 2:
         return raw_last.new_zeros(())
-    return beta * (raw_last[1:] - raw_last[:-1]).pow(2).mean()
+    diff = raw_last[1:].float() - raw_last[:-1].float()  # float32 under autocast too
+    return beta * diff.pow(2).mean()

@@ -22,7 +22,11 @@ targets. All three give normalized log-probabilities, so a perplexity is a true 
       log p(w) = log softmax([W_head h + b_head ; C h + d])_w                 (rank w < s_1)
       log p(w) = log softmax([...])_{cluster k} + log softmax(W_k h + b_k)_w  (w in tail k)
 
-  Training computes a tail only for the tokens whose target falls in it.
+  The loss (``nll``, ``target_log_probs``) is :mod:`src.models.split_nll`: the head rows by id,
+  a tail only for the tokens whose target falls in it, never the whole matrix in rank order, the
+  training gradients computed with the loss. Per-token losses with gradients (dynamic evaluation)
+  and everything under autocast take the ranked autograd path (its GEMMs in the autocast
+  dtype); ``log_probs`` (the full distribution: evaluation, sampling) ranks the whole matrix.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from src.models.split_nll import cluster_lists, split_forward, split_nll_sum
 
 KINDS = ("full", "chunked", "split")
 
@@ -218,6 +224,9 @@ class SplitSoftmax(SoftmaxHead):
         self.tail_bias = nn.Parameter(torch.zeros(k))
         self.register_buffer("order", torch.arange(vocab_size))  # rank -> word id
         self.register_buffer("rank", torch.arange(vocab_size), persistent=False)  # id -> rank
+        # each cluster's ids sorted, and id -> position in its cluster (split_nll.cluster_lists)
+        self.register_buffer("members", torch.arange(vocab_size), persistent=False)
+        self.register_buffer("slot", torch.arange(vocab_size), persistent=False)
 
     def order_by_frequency(self, counts: Tensor) -> None:
         """Rank the words by count, most frequent first (ties: lower id first)."""
@@ -229,6 +238,9 @@ class SplitSoftmax(SoftmaxHead):
 
     def _update_rank(self) -> None:
         self.rank[self.order] = torch.arange(self.order.numel(), device=self.order.device)
+        members, slot = cluster_lists(self.order, self.edges)
+        self.members.copy_(members)
+        self.slot.copy_(slot)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
@@ -249,6 +261,13 @@ class SplitSoftmax(SoftmaxHead):
         return head_w, head_b, list(zip(weights[1:], biases[1:], strict=True))
 
     def target_log_probs(self, decoder: nn.Module, output: Tensor, targets: Tensor) -> Tensor:
+        return -self.nll(decoder, output, targets, "none").view(targets.shape)
+
+    def _ranked_target_log_probs(
+        self, decoder: nn.Module, output: Tensor, targets: Tensor
+    ) -> Tensor:
+        """log p(target) [N] through the whole matrix in rank order, by autograd (the path
+        before :mod:`src.models.split_nll`; under autocast, its GEMMs in the autocast dtype)."""
         h = output.reshape(-1, output.size(-1))
         rank = self.rank[targets.reshape(-1)]
         head_w, head_b, tails = self._clusters(decoder)
@@ -264,7 +283,7 @@ class SplitSoftmax(SoftmaxHead):
             tail = F.log_softmax(torch.addmm(b, h[rows], w.t()).float(), dim=-1)
             within = (rank[rows] - self.edges[k]).unsqueeze(1)
             log_p = log_p.index_add(0, rows, tail.gather(1, within).squeeze(1))
-        return log_p.view(targets.shape)
+        return log_p
 
     def log_probs(self, decoder: nn.Module, output: Tensor) -> Tensor:
         h = output.reshape(-1, output.size(-1))
@@ -284,7 +303,22 @@ class SplitSoftmax(SoftmaxHead):
     def nll(
         self, decoder: nn.Module, output: Tensor, targets: Tensor, reduction: str = "mean"
     ) -> Tensor:
-        return _reduce(-self.target_log_probs(decoder, output, targets).reshape(-1), reduction)
+        """Training (``mean``/``sum``): :func:`split_nll_sum`; without gradients:
+        :func:`split_forward`; per-token with gradients or under autocast: the ranked path."""
+        h, t = output.reshape(-1, output.size(-1)), targets.reshape(-1)
+        inputs = (h, decoder.weight, decoder.bias, self.tail_vectors, self.tail_bias)
+        cluster = torch.bucketize(self.rank[t], t.new_tensor(self.splits), right=True)  # 0: head
+        ranks = (cluster, self.slot[t], self.members, self.edges)
+        if torch.is_autocast_enabled(output.device.type):
+            return _reduce(-self._ranked_target_log_probs(decoder, output, targets), reduction)
+        if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)):
+            with torch.no_grad():
+                f32 = (t if t is None else t.float() for t in inputs)
+                return _reduce(split_forward(*f32, *ranks), reduction)  # type: ignore[arg-type]
+        if reduction in ("mean", "sum"):
+            scale = 1.0 / max(t.numel(), 1) if reduction == "mean" else 1.0
+            return split_nll_sum(*inputs, *ranks, scale=scale)
+        return _reduce(-self._ranked_target_log_probs(decoder, output, targets), reduction)
 
     def extra_repr(self) -> str:
         return f"kind=split, splits={self.splits}, vocab_size={self.edges[-1]}"

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from src.checks import problems
 from src.data.corpus import Vocab, tokenize
 from src.eval import load_integer_model
-from src.quant.integer import kernel, model_bin
+from src.quant.integer import kernel, model_bin, runtime_export
 from src.quant.integer.runtime_export import SOURCES
 from tests.conftest import CONF_DIR, write_tiny_corpus
 from tests.deploy.runtime_helpers import (
@@ -45,7 +45,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def exported(tiny: Path) -> dict[str, dict]:
     """Each fixture checkpoint exported with format=c, and its engine; the runtime built from
-    the first folder, native (``make``) and generic (the sources are the same in every one)."""
+    the first folder, native (``make``), AVX2 and generic (the sources are the same in every
+    one)."""
     out, builds = {}, {}
     for name in MODELS:
         folder = tiny / name
@@ -53,6 +54,8 @@ def exported(tiny: Path) -> dict[str, dict]:
         lm, meta = load_integer_model(LEGACY / f"{name}.ckpt")  # what engine=int8 runs
         if kernel.compiler() is not None and not builds:
             builds = {"native": build(folder), "generic": build(folder, generic=True)}
+            avx2 = folder / "awd_int8_avx2"  # an AVX2-only CPU's code (make avx2)
+            builds["avx2"] = runtime_export.build(folder, avx2, isa="avx2")
         out[name] = {"folder": folder, "report": report, "lm": lm, "meta": meta, **builds}
     return out
 
@@ -76,7 +79,7 @@ def test_an_exported_int8_file_gives_the_same_model_bin(exported: dict, tmp_path
 
 
 @needs_cc
-@pytest.mark.parametrize("build_kind", ["native", "generic"])
+@pytest.mark.parametrize("build_kind", ["native", "avx2", "generic"])
 @pytest.mark.parametrize("name", MODELS)
 def test_the_same_h_and_c_codes_at_every_step(
     name: str, build_kind: str, exported: dict, tiny: Path

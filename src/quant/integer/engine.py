@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from src.quant.scheme import GATE_EXPONENT, OUTPUT_EXPONENT
 
-from . import kernel_lstm
+from . import kernel, kernel_lstm, scoring
 from .fixed_point import INT32_MAX, INT32_MIN, clamp_to_int16, int_matmul, saturate
 from .lut import Int16LUT
 
@@ -168,7 +168,19 @@ class IntegerEmbedding(nn.Module):
         self.requantize = Requantizer(multiplier, shift)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """tokens [T, B] -> int8 codes [T, B, E] at layer 1's input scale."""
+        """tokens [T, B] -> int8 codes [T, B, E] at layer 1's input scale: rows of the table
+        of every word's codes, built once (the ops themselves under a dispatch mode)."""
+        if kernel.dispatch_mode_active():
+            return self.codes(tokens)
+        key = tuple((t.data_ptr(), t._version) for t in (self.weight, self.multiplier, self.shift))
+        table = self.__dict__.get("_table")
+        if table is None or table[0] != key:
+            words = torch.arange(self.weight.size(0), device=self.weight.device)
+            table = self.__dict__["_table"] = (key, self.codes(words))
+        return table[1][tokens]
+
+    def codes(self, tokens: Tensor) -> Tensor:
+        """The requantization itself: ``sat_b(MBQM(q_e[v], M_v) + z_x)`` per token."""
         rows = self.requantize(self.weight[tokens], index=tokens)
         return saturate(rows + self.zero_point, self.bits)
 
@@ -396,11 +408,14 @@ class IntegerLM(nn.Module):
     ) -> tuple[Tensor, list[IntState]]:
         """Summed NLL (float64 0-d) of ``targets`` [T, B] and the new state.
 
-        The int32 logits are dequantized and log-softmaxed: the only float arithmetic.
+        The int32 logits are dequantized and log-softmaxed: the only float arithmetic. On the
+        CPU a few rows at a time (:mod:`.scoring`: the same float32 loss, bit for bit).
         """
-        acc, state = self.logits_int32(tokens, state)
-        logits = self.decoder.dequantize(acc.view(-1, acc.size(-1)))
-        del acc  # frees the int32 logits before the log-softmax allocates its [N, V] buffer
+        h, state = self(tokens, state)
+        h = h.reshape(-1, h.size(-1))
+        if scoring.usable(h) and not kernel.dispatch_mode_active():  # same numbers, row blocks
+            return scoring.blocked_nll(self.decoder, h, targets).to(torch.float64), state
+        logits = self.decoder.dequantize(self.decoder(h))
         nll = F.cross_entropy(logits, targets.reshape(-1), reduction="sum")
         return nll.to(torch.float64), state
 

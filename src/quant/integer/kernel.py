@@ -4,7 +4,8 @@
 60 small integer ops per layer and time step, launch-bound at small batch). The C function
 ``awd_int_lstm_layer`` runs the same recurrence in one call per layer and window, with the same
 integer operations (bit-identical: ``tests/quant/test_kernel.py``); the window's input GEMM and
-the decoder stay ``torch._int_mm``. The mLSTM has its twin, ``awd_int_mlstm_layer``
+the decoder are :func:`.gemm.weight_gemm` (``torch._int_mm`` where oneDNN sums exactly, else
+the kernel's own GEMM). The mLSTM has its twin, ``awd_int_mlstm_layer``
 (peepholes, cell clip, projection; ``tests/quant/test_kernel_mlstm.py``). This module builds
 and loads the library and holds what both calls share; :mod:`.kernel_lstm` and
 :mod:`.kernel_mlstm` pack each layer's operands and call it.
@@ -16,6 +17,11 @@ by the source, the flags, the compiler and the CPU, written to a temp name and r
 place; later runs load it in milliseconds. ctypes, not ``torch.utils.cpp_extension``: the
 kernel needs no torch headers (ninja-free, a compile of about a second). Without a compiler
 (or with ``AWD_INT_KERNEL=0``) the engine warns once and keeps the pure-torch path.
+
+Instruction set: ``AWD_INT8_ISA`` picks the build (:data:`ISAS`): ``native`` (default: what the
+CPU has; AVX-512 VNNI dot products where present), ``avx2`` (``-march=x86-64-v3``: the AVX2 code
+an AVX2-only CPU runs, also on a newer one) or ``generic`` (the plain C loops). The codes are
+the same on every path; :attr:`Kernel.isa` names the one loaded.
 """
 
 from __future__ import annotations
@@ -61,10 +67,18 @@ __all__ = [
 RUNTIME_DIR = Path(__file__).with_name("runtime")
 SOURCE = RUNTIME_DIR / "int_lstm.c"  # also linked into the standalone runtime (format=c)
 HEADER = RUNTIME_DIR / "awd_kernel.h"
-ABI = 4
+ABI = 5
 ENV_SWITCH = "AWD_INT_KERNEL"
+ISA_ENV = "AWD_INT8_ISA"
 _NATIVE_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c11")
 _PORTABLE_FLAGS = ("-O3", "-shared", "-fPIC", "-std=c11")
+#: ``AWD_INT8_ISA`` -> (first-choice compiler flags, extra defines); portable flags are the
+#: fallback of each (a compiler or CPU without the ISA)
+ISAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "native": (_NATIVE_FLAGS, ()),
+    "avx2": (("-O3", "-march=x86-64-v3", "-shared", "-fPIC", "-std=c11"), ()),
+    "generic": (_NATIVE_FLAGS, ("-DAWD_GENERIC",)),
+}
 
 _lock = threading.Lock()
 _loaded: dict[tuple[str, ...], Kernel | None] = {}
@@ -132,11 +146,14 @@ class MLSTMArgs(ctypes.Structure):
 
 @dataclass(frozen=True)
 class Kernel:
-    """A loaded library: the C functions and whether they want VNNI-packed weights."""
+    """A loaded library: the C functions, the weight layout they want (``packed``: 0 row-major,
+    1 VNNI, 2 AVX2; :func:`pack_weight`), and the code path it was built with (``isa``:
+    ``avx512-vnni``, ``avx2`` or ``generic``)."""
 
     lib: ctypes.CDLL
     path: Path
-    packed: bool
+    packed: int
+    isa: str = "generic"
 
     def __post_init__(self) -> None:
         i, p, i64 = ctypes.c_int, ctypes.c_void_p, ctypes.c_int64
@@ -146,6 +163,9 @@ class Kernel:
         fn = self.lib.awd_int_mlstm_layer
         fn.restype = ctypes.c_int
         fn.argtypes = [i, i, i, i, ctypes.POINTER(MLSTMArgs)]
+        fn = self.lib.awd_int_gemm
+        fn.restype = ctypes.c_int
+        fn.argtypes = [i, i, i, p, p, p, p, i]
 
 
 def cache_dir() -> Path:
@@ -212,13 +232,27 @@ def _version(cc: str) -> str:
         return ""
 
 
-def _build_and_load(defines: tuple[str, ...]) -> Kernel:
+def isa() -> str:
+    """The build ``AWD_INT8_ISA`` asks for (``native`` when unset; an unknown name warns)."""
+    name = os.environ.get(ISA_ENV, "").strip().lower() or "native"
+    if name not in ISAS:
+        warnings.warn(
+            f"{ISA_ENV}={name!r} is not one of {', '.join(ISAS)}: using native (unset it or "
+            "pick one of those)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return "native"
+    return name
+
+
+def _build_and_load(defines: tuple[str, ...], first: tuple[str, ...] = _NATIVE_FLAGS) -> Kernel:
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc)")
     source = SOURCE.read_bytes() + b"\0" + HEADER.read_bytes()
     errors = []
-    for flags in (_NATIVE_FLAGS, _PORTABLE_FLAGS):
+    for flags in (first, _PORTABLE_FLAGS):
         key = hashlib.sha256(
             b"\0".join(
                 [
@@ -238,31 +272,36 @@ def _build_and_load(defines: tuple[str, ...]) -> Kernel:
                 raise RuntimeError(f"{path}: ABI {lib.awd_abi()} != {ABI}")
             if lib.awd_mlstm_args_size() != ctypes.sizeof(MLSTMArgs):
                 raise RuntimeError(f"{path}: awd_mlstm_args size != {ctypes.sizeof(MLSTMArgs)}")
-            return Kernel(lib, path, bool(lib.awd_packed()))
+            lib.awd_isa.restype = ctypes.c_char_p
+            return Kernel(lib, path, int(lib.awd_packed()), lib.awd_isa().decode())
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             detail = getattr(exc, "stderr", "") or ""
             errors.append(f"{' '.join(flags)}: {exc} {detail}".strip())
     raise RuntimeError("; ".join(errors))
 
 
-def load(defines: tuple[str, ...] = ()) -> Kernel | None:
+def load(defines: tuple[str, ...] | None = None) -> Kernel | None:
     """The compiled kernel (built on first call, then cached), or None with a warning.
 
     ``defines`` are extra compiler arguments (tests build ``-DAWD_GENERIC``, the portable C
-    loop, beside the native one).
+    loop, beside the native one); None: the build ``AWD_INT8_ISA`` names (:func:`isa`).
     """
+    first = _NATIVE_FLAGS
+    if defines is None:
+        first, defines = ISAS[isa()]
+    key = defines if first is _NATIVE_FLAGS else (*first, *defines)
     with _lock:
-        if defines not in _loaded:
+        if key not in _loaded:
             try:
-                _loaded[defines] = _build_and_load(defines)
+                _loaded[key] = _build_and_load(defines, first)
             except Exception as exc:  # noqa: BLE001 - any failure means: use the torch path
                 warnings.warn(
                     f"integer LSTM kernel unavailable, using the pure-torch engine path: {exc}",
                     RuntimeWarning,
                     stacklevel=2,
                 )
-                _loaded[defines] = None
-        return _loaded[defines]
+                _loaded[key] = None
+        return _loaded[key]
 
 
 def dispatch_mode_active() -> bool:
@@ -271,18 +310,26 @@ def dispatch_mode_active() -> bool:
 
 
 
-def pack_weight(w: Tensor, packed: bool) -> tuple[Tensor, Tensor | None, int]:
-    """int8 ``w`` [G, K] -> (the kernel's weight, corr, the accumulator stride Gp).
+def pack_weight(w: Tensor, packed: int) -> tuple[Tensor, Tensor | None, int]:
+    """int8 ``w`` [G, K] -> (the kernel's weight, corr, the accumulator stride Gp), in the
+    layout ``Kernel.packed`` names (``awd_packed()`` of int_lstm.c):
 
-    Packed (VNNI): int8 [Kq][Gp][4], K padded to ``4 Kq`` and G to a multiple of 64 with zeros,
-    and ``corr = 128 sum_k W[j, k]`` (int32 [G]); else the row-major weight, None and G."""
+    - 1 (VNNI): int8 [Gp / 64][Kq][64][4] (each tile of 64 channels one contiguous slab), K
+      padded to ``4 Kq`` and G to Gp, a multiple of 64, with zeros, and
+      ``corr = 128 sum_k W[j, k]`` (int32 [G]);
+    - 2 (AVX2): int16 [Gp / 32][2 Kq][32][2] (pairs for vpmaddwd), Gp a multiple of 32, no corr;
+    - 0: the row-major weight, None and G."""
     G, K = w.shape
     if not packed:
         return w.contiguous(), None, G
-    Kq, Gp = -(-K // 4), -(-G // 64) * 64
+    tile, width = (64, 4) if packed == 1 else (32, 2)
+    Kq, Gp = -(-K // 4), -(-G // tile) * tile
     padded = w.new_zeros((Gp, 4 * Kq))
     padded[:G, :K] = w
-    weight = padded.view(Gp, Kq, 4).permute(1, 0, 2).contiguous()
+    tiles = padded.view(Gp // tile, tile, 4 * Kq // width, width)
+    weight = tiles.permute(0, 2, 1, 3).contiguous()
+    if packed == 2:
+        return weight.to(torch.int16), None, Gp
     corr = (128 * w.to(torch.int32).sum(1, dtype=torch.int32)).contiguous()
     return weight, corr, Gp
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .fixed_point import int_matmul
+from .gemm import weight_gemm
 from .kernel import (
     Kernel,
     channelwise,
@@ -60,7 +60,7 @@ def usable(layer: IntegerLSTMLayer, x: Tensor, h: Tensor, c: Tensor) -> bool:
 class _Pack:
     """A layer's kernel operands (packed weight, direct tables), rebuilt if a buffer changes."""
 
-    def __init__(self, layer: IntegerLSTMLayer, packed: bool) -> None:
+    def __init__(self, layer: IntegerLSTMLayer, packed: int) -> None:
         self.key = _pack_key(layer, packed)
         G = layer.weight_hh.shape[0]
         self.weight, self.corr, self.gp = pack_weight(layer.weight_hh, packed)
@@ -75,7 +75,7 @@ class _Pack:
         self.tables = [direct_table(lut) for lut in (layer.sigmoid, layer.tanh, layer.tanh_cell)]
 
 
-def _pack_key(layer: IntegerLSTMLayer, packed: bool) -> tuple:
+def _pack_key(layer: IntegerLSTMLayer, packed: int) -> tuple:
     tensors = [
         layer.weight_hh,
         layer.bias_x,
@@ -106,7 +106,7 @@ def layer_forward(
         pack = cache[kernel.packed] = _Pack(layer, kernel.packed)
     T, B, _ = x.shape
     H = layer.hidden_size
-    acc_x = int_matmul(x.reshape(T * B, layer.input_size), layer.weight_ih.t()).contiguous()
+    acc_x = weight_gemm(kernel, x.reshape(T * B, layer.input_size), layer.weight_ih, layer)
     h0 = h.contiguous()
     c_out = c.clone(memory_format=torch.contiguous_format)
     h_out = torch.empty((T, B, H), dtype=torch.int8)

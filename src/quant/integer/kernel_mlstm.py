@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .fixed_point import int_matmul
+from .gemm import weight_gemm
 from .kernel import (
     Kernel,
     MLSTMArgs,
@@ -117,7 +117,7 @@ def _mlstm_tensors(layer: IntegerMLSTMLayer) -> list[Tensor]:
     return tensors + [rq.m0 for rq in requantizers]  # (a Requantizer's buffers move together)
 
 
-def _mlstm_key(layer: IntegerMLSTMLayer, packed: bool) -> list:
+def _mlstm_key(layer: IntegerMLSTMLayer, packed: int) -> list:
     """Compared (never hashed) with the pack's: storage, version, shape and dtype of every
     source tensor (a move to another device or dtype is new storage), and the Python
     constants."""
@@ -139,7 +139,7 @@ class _MLSTMPack:
     concatenated input weight [5H, I] (one GEMM for a_x and u), the packed recurrent weights,
     requantizer rows, direct tables, and the argument struct's constant fields."""
 
-    def __init__(self, layer: IntegerMLSTMLayer, packed: bool) -> None:
+    def __init__(self, layer: IntegerMLSTMLayer, packed: int) -> None:
         self.key = _mlstm_key(layer, packed)
         H, P = layer.hidden_size, layer.output_size
         G = 4 * H
@@ -242,7 +242,7 @@ def layer_forward(
         pack = cache[kernel.packed] = _MLSTMPack(layer, kernel.packed)
     T, B, _ = x.shape
     flat = x.reshape(T * B, layer.input_size)
-    acc_in = int_matmul(flat, pack.weight_in.t()).contiguous()  # [T B, 5H]: a_x, then u
+    acc_in = weight_gemm(kernel, flat, pack.weight_in, pack)  # [T B, 5H]: a_x, then u
     h0 = h.contiguous()
     c_out = c.clone(memory_format=torch.contiguous_format)
     h_out = torch.empty((T, B, layer.output_size), dtype=torch.int8)

@@ -54,18 +54,21 @@ def build(
     out: str | os.PathLike[str] | None = None,
     generic: bool = False,
     strip: bool = False,
+    isa: str = "native",
 ) -> Path:
     """Compile the runtime in ``src_dir`` (a folder written by :func:`write_runtime`, or the
     package's own ``runtime/``) into ``out`` (default ``src_dir/awd_int8``): the Makefile's
     native flags, the portable ones if those fail; ``generic``: the plain C loops
-    (``-DAWD_GENERIC``, as ``make portable``). Raises RuntimeError without a C compiler."""
+    (``-DAWD_GENERIC``, as ``make portable``); ``isa="avx2"``: ``-march=x86-64-v3`` (``make
+    avx2``: an AVX2-only CPU's code). Raises RuntimeError without a C compiler."""
     cc = compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc)")
     src = Path(src_dir)
     target = Path(out) if out is not None else src / BINARY
     files = [str(src / name) for name in _C_FILES]
-    attempts = [["-O3", "-DAWD_GENERIC"]] if generic else [["-O3", "-march=native"], ["-O3"]]
+    march = "-march=x86-64-v3" if isa == "avx2" else "-march=native"
+    attempts = [["-O3", "-DAWD_GENERIC"]] if generic else [["-O3", march], ["-O3"]]
     errors = []
     for flags in attempts:
         cmd = [cc, "-std=c99", *flags, *(["-s"] if strip else []), "-o", str(target), *files, "-lm"]

@@ -35,6 +35,7 @@ from src.models.recurrent import LoopLSTMLayer, State, register_layer
 from src.quant.config import QuantConfig
 
 from .fake_quant import FakeQuantize, FixedScaleFakeQuantize, PowerOfTwoFakeQuantize
+from .precision import float32_recurrence, mixed_linear
 from .quantizers import (
     activation_quantizer,
     cell_quantizer,
@@ -180,12 +181,14 @@ class QATLSTMLayer(LoopLSTMLayer):
         self.cell_quant = cell_quantizer(quant)
         self.hidden_quant = activation_quantizer(quant, "hidden")
         self._step_quantizers: StepQuantizers | None = None  # set during a forward call only
+        self._amp: torch.dtype | None = None  # the autocast dtype of the input GEMM (forward)
 
     def project_inputs(self, x: Tensor) -> Tensor:
         """``a_x = Q12(x W_ih_hat^T + b_ih + b_hh)`` for all steps in one GEMM (both biases here,
-        as the engine folds them into one int32 bias)."""
+        as the engine folds them into one int32 bias); the GEMM in the autocast dtype, if any."""
         weight = self.weight_ih_quant(self.weight_ih_l0)
-        return self.preactivation_quant(F.linear(x, weight, self.bias_ih_l0 + self.bias_hh_l0))
+        bias = self.bias_ih_l0 + self.bias_hh_l0
+        return self.preactivation_quant(mixed_linear(x, weight, bias, self._amp))
 
     def recurrent_weights(self) -> tuple[Tensor, StepQuantizers]:
         """``W_hh_hat`` (fake-quantized once per call, after DropConnect) and the quantizers."""
@@ -200,10 +203,11 @@ class QATLSTMLayer(LoopLSTMLayer):
         self._step_quantizers = StepQuantizers(
             fixed_scale(self.preactivation_quant), fixed_scale(self.gate_quant), cell, hidden
         )
-        try:
-            y, state = super().forward(x, state)
+        try:  # the steps in float32 under autocast (src/quant/qat/precision.py)
+            with float32_recurrence(x.device.type) as self._amp:
+                y, state = super().forward(x, state)
         finally:
-            self._step_quantizers = None
+            self._step_quantizers, self._amp = None, None
         cell.observe()
         hidden.observe()
         return y, state

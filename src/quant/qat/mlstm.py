@@ -39,6 +39,7 @@ from src.quant.config import QuantConfig
 
 from .fake_quant import PowerOfTwoFakeQuantize, WeightFakeQuantize
 from .lstm import CallQuantizer, fixed_scale
+from .precision import float32_recurrence, mixed_linear
 from .quantizers import (
     activation_quantizer,
     cell_quantizer,
@@ -195,11 +196,14 @@ class QATMLSTMLayer(MLSTMLayer):
         )
         self.hidden_quant = activation_quantizer(quant, "hidden")
         self._step_quantizers: MLSTMStepQuantizers | None = None  # inside forward only
+        self._amp: torch.dtype | None = None  # the autocast dtype of the input GEMMs (forward)
 
     def project_inputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(a_x, u) = (Q12(W_x_hat x + b), Q_u(W_mx_hat x))`` for all steps, one GEMM each."""
-        gates = F.linear(x, self.weight_ih_quant(self.weight_ih_l0), self.bias_ih_l0)
-        factor = F.linear(x, self.weight_mx_quant(self.weight_mx_l0))
+        """``(a_x, u) = (Q12(W_x_hat x + b), Q_u(W_mx_hat x))`` for all steps, one GEMM each
+        (in the autocast dtype, if any)."""
+        weight_ih = self.weight_ih_quant(self.weight_ih_l0)
+        gates = mixed_linear(x, weight_ih, self.bias_ih_l0, self._amp)
+        factor = mixed_linear(x, self.weight_mx_quant(self.weight_mx_l0), None, self._amp)
         return self.preactivation_quant(gates), self.factor_x_quant(factor)
 
     def recurrent_weights(self) -> tuple[object, ...]:
@@ -237,10 +241,11 @@ class QATMLSTMLayer(MLSTMLayer):
             grid_bounds(self.cell_clip, cell),
             grid_bounds(self.proj_clip, hidden),
         )
-        try:
-            y, state = super().forward(x, state)
+        try:  # the steps in float32 under autocast (src/quant/qat/precision.py)
+            with float32_recurrence(x.device.type) as self._amp:
+                y, state = super().forward(x, state)
         finally:
-            self._step_quantizers = None
+            self._step_quantizers, self._amp = None, None
         for quantizer in (factor_h, product, cell, cell_output, hidden):
             quantizer.observe()
         return y, state

@@ -14,11 +14,16 @@
 #include <stdint.h>
 
 /* Bumped on any change of a function signature or of awd_mlstm_args (kernel.py checks it). */
-#define AWD_ABI 4
+#define AWD_ABI 5
 
 int awd_abi(void);
 
-/* 1: weights must be packed for AVX-512 VNNI (awd_pack_weight); 0: row-major int8 [G][K]. */
+/* The code path this build runs: "avx512-vnni", "avx2" or "generic" (AWD_GENERIC, or a CPU
+ * target without AVX2). */
+const char *awd_isa(void);
+
+/* The weight layout awd_pack_weight builds: 1 AVX-512 VNNI, 2 AVX2 (int16 pairs), 0 row-major
+ * int8 [G][K]. */
 int awd_packed(void);
 
 /* int32 add that wraps like torch's int32 add (no undefined overflow). */
@@ -51,7 +56,8 @@ static inline int64_t awd_clamp64(int64_t v, int64_t lo, int64_t hi) {
 /* ---- weights: the GEMM layout ------------------------------------------------------------
  * awd_weight_stride(G): the accumulator row stride Gp the kernel wants for a weight of G rows
  * (G padded to 64 when packed, else G). awd_pack_weight: int8 w [G][K] row-major -> the
- * kernel's layout (packed [ceil(K/4)][Gp][4], zero padded, with corr[j] = 128 sum_k w[j][k];
+ * kernel's layout (VNNI: int8 [Gp/64][ceil(K/4)][64][4], zero padded, with corr[j] = 128 sum_k w[j][k];
+ * AVX2: int16 [Gp/32][2 ceil(K/4)][32][2];
  * else a copy, corr untouched). `out` holds awd_packed_weight_bytes(G, K) bytes. */
 int awd_weight_stride(int G);
 size_t awd_packed_weight_bytes(int G, int K);
@@ -90,7 +96,7 @@ typedef struct {
     const int8_t *h0;                    /* int8  [B][P] */
     int16_t *c;                          /* int16 [B][H], updated in place */
     int8_t *h_out;                       /* int8  [T][B][P] */
-    const int8_t *w_mh, *w_hm, *w_hr;    /* packed [Kq][Gp][4] when awd_packed(), else [G][K] */
+    const int8_t *w_mh, *w_hm, *w_hr;    /* packed (awd_pack_weight) when awd_packed(), else [G][K] */
     const int32_t *corr_mh, *corr_hm, *corr_hr; /* 128 sum_k W (packed only) */
     const int32_t *bias_x, *bias_u, *bias_v, *bias_m, *bias_r;
     const int64_t *rq_x, *rq_u, *rq_v, *rq_m, *rq_r; /* [3][4H], [3][H], [3][H], [3][4H], [3][P] */

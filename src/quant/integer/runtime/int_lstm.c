@@ -21,8 +21,9 @@
  *
  * The recurrent GEMM uses AVX-512 VNNI (vpdpbusd: u8 x s8 -> s32) where the compiler targets it:
  * sum_k (h + 128) W = sum_k h W + 128 sum_k W, exact in int32, and the 128 sum_k W term is
- * subtracted again (corr). The packed weight is int8 [Kq][Gp][4] with Kq = ceil(H / 4) and Gp
- * the gate count padded to 64 (zero rows and columns add nothing). Elsewhere a plain C loop on
+ * subtracted again (corr). The packed weight is int8 [Gp/64][Kq][64][4] (each tile of 64
+ * channels one contiguous slab) with Kq = ceil(H / 4) and Gp the gate count padded to 64
+ * (zero rows and columns add nothing). AVX2 (AWD_AVX2, below) packs int16 pairs instead. Elsewhere a plain C loop on
  * the row-major int8 weight [G][H] computes the same exact sums.
  */
 #include <stdint.h>
@@ -37,14 +38,25 @@
 #else
 #define AWD_VNNI 0
 #endif
+#if !AWD_VNNI && defined(__AVX2__) && !defined(AWD_GENERIC)
+#include <immintrin.h>
+#define AWD_AVX2 1
+#else
+#define AWD_AVX2 0
+#endif
+/* VNNI and AVX2 stage GEMM operand rows padded to a multiple of 4 and use packed weights */
+#define AWD_QUADS (AWD_VNNI || AWD_AVX2)
+#define AWD_TILE (AWD_VNNI ? 64 : 32) /* weight rows (gate channels) padded to this */
 
 #define TILE_CHANNELS 64 /* 4 zmm of 16 int32 */
 #define TILE_ROWS 4
 
 int awd_abi(void) { return AWD_ABI; }
 
-/* 1: the weight must be packed for VNNI (see above); 0: row-major int8 [G][H]. */
-int awd_packed(void) { return AWD_VNNI; }
+const char *awd_isa(void) { return AWD_VNNI ? "avx512-vnni" : (AWD_AVX2 ? "avx2" : "generic"); }
+
+/* The weight layout: 1 packed for VNNI, 2 packed for AVX2 (see above); 0 row-major [G][H]. */
+int awd_packed(void) { return AWD_VNNI ? 1 : (AWD_AVX2 ? 2 : 0); }
 
 #if AWD_VNNI
 /* acc[r][j] = sum_q dot4(hu[r][4q..4q+3], wp[q][j][0..3]) for a tile of rows and 64 channels. */
@@ -55,7 +67,7 @@ static inline __attribute__((always_inline)) void gemm_tile(
     for (int r = 0; r < nrows; r++)
         for (int v = 0; v < 4; v++) a[r][v] = _mm512_setzero_si512();
     for (int q = 0; q < Kq; q++) {
-        const int8_t *w = wp + ((size_t)q * Gp + j0) * 4;
+        const int8_t *w = wp + ((size_t)(j0 / TILE_CHANNELS) * Kq + q) * (4 * TILE_CHANNELS);
         __m512i w0 = _mm512_loadu_si512((const void *)(w));
         __m512i w1 = _mm512_loadu_si512((const void *)(w + 64));
         __m512i w2 = _mm512_loadu_si512((const void *)(w + 128));
@@ -94,6 +106,110 @@ static void recurrent_gemm(int B, int Kq, int Gp, const uint8_t *hu, const int8_
     }
 }
 #endif
+
+#if AWD_AVX2
+/* AVX2 has no exact int8 dot product (vpmaddubsw saturates at int16), so the AVX2 layout is
+ * int16: weight [K/2][Gp][2] (element [p][j][r] = w[j][2p + r]), operand rows widened to int16,
+ * and vpmaddwd (s16 x s16, pairs summed into s32: |sum| <= 2^15, exact) accumulates in int32. */
+#define AVX2_CHANNELS 32 /* 4 ymm of 8 int32 */
+#define AVX2_ROWS 2      /* 8 accumulators + 4 weights + 1 operand: within the 16 ymm */
+
+static inline __attribute__((always_inline)) void gemm_tile_avx2(
+    int nrows, int K2, int Gp, int j0, const int16_t *x, int xstride, const int16_t *wp,
+    int32_t *acc, int astride) {
+    __m256i a[AVX2_ROWS][4];
+    for (int r = 0; r < nrows; r++)
+        for (int v = 0; v < 4; v++) a[r][v] = _mm256_setzero_si256();
+    for (int p = 0; p < K2; p++) {
+        const int16_t *w = wp + ((size_t)(j0 / AVX2_CHANNELS) * K2 + p) * (2 * AVX2_CHANNELS);
+        const __m256i w0 = _mm256_loadu_si256((const __m256i *)(w));
+        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(w + 16));
+        const __m256i w2 = _mm256_loadu_si256((const __m256i *)(w + 32));
+        const __m256i w3 = _mm256_loadu_si256((const __m256i *)(w + 48));
+        for (int r = 0; r < nrows; r++) {
+            int32_t pair;
+            memcpy(&pair, x + (size_t)r * xstride + 2 * p, 4);
+            const __m256i xb = _mm256_set1_epi32(pair);
+            a[r][0] = _mm256_add_epi32(a[r][0], _mm256_madd_epi16(xb, w0));
+            a[r][1] = _mm256_add_epi32(a[r][1], _mm256_madd_epi16(xb, w1));
+            a[r][2] = _mm256_add_epi32(a[r][2], _mm256_madd_epi16(xb, w2));
+            a[r][3] = _mm256_add_epi32(a[r][3], _mm256_madd_epi16(xb, w3));
+        }
+    }
+    for (int r = 0; r < nrows; r++)
+        for (int v = 0; v < 4; v++)
+            _mm256_storeu_si256((__m256i *)(acc + (size_t)r * astride + j0 + 8 * v), a[r][v]);
+}
+
+/* acc[r][j] = sum_k W[j,k] x[r,k] for R int8 rows of kstride (a multiple of 4) values; channel
+ * tiles outside, row tiles inside (each weight slab is reused by every row from L1). */
+static int avx2_gemm(int R, int kstride, int Gp, const int8_t *x8, const int8_t *w, int32_t *acc) {
+    int16_t *x = (int16_t *)malloc(sizeof(int16_t) * (size_t)R * (size_t)kstride + 64);
+    if (!x) return 1;
+    for (size_t i = 0; i < (size_t)R * (size_t)kstride; i++) x[i] = x8[i];
+    const int16_t *wp = (const int16_t *)(const void *)w;
+    for (int j0 = 0; j0 < Gp; j0 += AVX2_CHANNELS) {
+        for (int b0 = 0; b0 < R; b0 += AVX2_ROWS) {
+            const int16_t *xr = x + (size_t)b0 * kstride;
+            int32_t *out = acc + (size_t)b0 * Gp;
+            if (R - b0 >= 2)
+                gemm_tile_avx2(2, kstride / 2, Gp, j0, xr, kstride, wp, out, Gp);
+            else
+                gemm_tile_avx2(1, kstride / 2, Gp, j0, xr, kstride, wp, out, Gp);
+        }
+    }
+    free(x);
+    return 0;
+}
+#endif
+
+/* Stage an int8 row of K values as a GEMM operand row of kstride bytes: u8 x + 128 padded with
+ * 128 (VNNI; the padded weight columns are zero), the int8 values padded with 0 (AVX2), else
+ * the int8 values themselves. */
+static inline void stage_row(uint8_t *row, int kstride, const int8_t *x, int K) {
+#if AWD_VNNI
+    for (int kk = 0; kk < K; kk++) row[kk] = (uint8_t)(x[kk] + 128);
+    for (int kk = K; kk < kstride; kk++) row[kk] = 128;
+#else
+    memcpy(row, x, (size_t)K);
+    if (kstride > K) memset(row + K, 0, (size_t)(kstride - K));
+#endif
+}
+
+static inline uint8_t staged(int64_t code) {
+#if AWD_VNNI
+    return (uint8_t)(code + 128);
+#else
+    return (uint8_t)(int8_t)code;
+#endif
+}
+
+/* acc[r][j] (row stride Gp) = sum_k W[j,k] x[r,k] (+ 128 sum_k W[j,k] on VNNI), r < R, j < G.
+ * Returns 1 when a scratch allocation fails. */
+static int rows_gemm(int R, int K, int kstride, int G, int Gp, const uint8_t *x, const int8_t *w,
+                     int32_t *acc) {
+#if AWD_VNNI
+    (void)K;
+    (void)G;
+    recurrent_gemm(R, kstride / 4, Gp, x, w, acc);
+#elif AWD_AVX2
+    (void)K;
+    (void)G;
+    return avx2_gemm(R, kstride, Gp, (const int8_t *)x, w, acc);
+#else
+    (void)kstride;
+    for (int r = 0; r < R; r++) {
+        const int8_t *xr = (const int8_t *)x + (size_t)r * K;
+        for (int j = 0; j < G; j++) {
+            const int8_t *wj = w + (size_t)j * K;
+            int32_t s = 0;
+            for (int kk = 0; kk < K; kk++) s += (int32_t)wj[kk] * (int32_t)xr[kk];
+            acc[(size_t)r * Gp + j] = s;
+        }
+    }
+#endif
+    return 0;
+}
 
 /* Requantizer constants of one GEMM, per channel, in the narrow types the vector loops want:
  * y = sat32(acc 2^left) (only when any left > 0), y = (y m0 + 2^30) >> 31,
@@ -157,7 +273,7 @@ static inline void requantize_row(
  * h0      int8  [B][H]      h_{-1}
  * c       int16 [B][H]      c_{-1} in, c_{T-1} out (updated in place)
  * h_out   int8  [T][B][H]   h_t for every step
- * w       int8              packed [Kq][Gp][4] when awd_packed(), else row-major [G][H]
+ * w       int8              packed (awd_packed(): 1 VNNI, 2 AVX2; see awd_pack_weight), else row-major [G][H]
  * corr    int32 [G]         128 sum_k W_hh[j,k] (packed layout only; may be NULL otherwise)
  * rq*_*   int64 [G]         the Requantizer constants m0, left, right of M_x and M_h
  * out_*   int64             the output Requantizer's m0, left, right (per tensor)
@@ -178,7 +294,7 @@ int awd_int_lstm_layer(
     const int fc_shift = 15 + k - a, ig_shift = 30 - a, out_shift = a - k;
     const int64_t h_lo = -((int64_t)1 << (bits - 1)), h_hi = ((int64_t)1 << (bits - 1)) - 1;
     const int16_t *sig = sigmoid + 32768, *tnh = tanh_table + 32768, *tc = tanh_cell + 32768;
-    const int astride = AWD_VNNI ? Gp : G;
+    const int astride = AWD_QUADS ? Gp : G;
     const int R = row_end - row_begin; /* rows of this call; scratch row r is batch row b0 + r */
     const int b0 = row_begin;
     if (R <= 0) return 0;
@@ -199,14 +315,12 @@ int awd_int_lstm_layer(
     for (int t = 0; t < T; t++) {
         const int8_t *h = t == 0 ? h0 : h_out + (size_t)(t - 1) * B * H;
         int8_t *hn = h_out + (size_t)t * B * H;
-#if AWD_VNNI
-        for (int r = 0; r < R; r++) {
-            uint8_t *row = hu + (size_t)r * 4 * Kq;
-            const int8_t *hb = h + (size_t)(b0 + r) * H;
-            for (int kk = 0; kk < H; kk++) row[kk] = (uint8_t)(hb[kk] + 128);
-            for (int kk = H; kk < 4 * Kq; kk++) row[kk] = 128;
+#if AWD_QUADS
+        for (int r = 0; r < R; r++) stage_row(hu + (size_t)r * 4 * Kq, 4 * Kq, h + (size_t)(b0 + r) * H, H);
+        if (rows_gemm(R, H, 4 * Kq, G, Gp, hu, w, acc)) {
+            status = 1;
+            goto done;
         }
-        recurrent_gemm(R, Kq, Gp, hu, w, acc);
 #else
         for (int r = 0; r < R; r++) {
             const int8_t *hb = h + (size_t)(b0 + r) * H;
@@ -277,47 +391,6 @@ int awd_mlstm_args_size(void) { return (int)sizeof(awd_mlstm_args); }
 
 static inline int32_t sat16_32(int64_t v) { return (int32_t)awd_clamp64(v, -32768, 32767); }
 
-/* Stage an int8 row of K values as a GEMM operand row of kstride bytes: u8 x + 128 padded with
- * 128 (VNNI; the padded weight columns are zero), else the int8 values themselves. */
-static inline void stage_row(uint8_t *row, int kstride, const int8_t *x, int K) {
-#if AWD_VNNI
-    for (int kk = 0; kk < K; kk++) row[kk] = (uint8_t)(x[kk] + 128);
-    for (int kk = K; kk < kstride; kk++) row[kk] = 128;
-#else
-    (void)kstride;
-    memcpy(row, x, (size_t)K);
-#endif
-}
-
-static inline uint8_t staged(int64_t code) {
-#if AWD_VNNI
-    return (uint8_t)(code + 128);
-#else
-    return (uint8_t)(int8_t)code;
-#endif
-}
-
-/* acc[r][j] (row stride Gp) = sum_k W[j,k] x[r,k] (+ 128 sum_k W[j,k] on VNNI), r < R, j < G. */
-static void rows_gemm(int R, int K, int kstride, int G, int Gp, const uint8_t *x, const int8_t *w,
-                      int32_t *acc) {
-#if AWD_VNNI
-    (void)K;
-    (void)G;
-    recurrent_gemm(R, kstride / 4, Gp, x, w, acc);
-#else
-    (void)kstride;
-    for (int r = 0; r < R; r++) {
-        const int8_t *xr = (const int8_t *)x + (size_t)r * K;
-        for (int j = 0; j < G; j++) {
-            const int8_t *wj = w + (size_t)j * K;
-            int32_t s = 0;
-            for (int kk = 0; kk < K; kk++) s += (int32_t)wj[kk] * (int32_t)xr[kk];
-            acc[(size_t)r * Gp + j] = s;
-        }
-    }
-#endif
-}
-
 static inline int rq_init3(rq_t *rq, int G, const int64_t *rows) {
     return rq_init(rq, G, rows, rows + G, rows + 2 * G);
 }
@@ -343,8 +416,8 @@ int awd_int_mlstm_layer(int T, int B, int row_begin, int row_end, const awd_mlst
     const int32_t clo = (int32_t)a->cell_lo, chi = (int32_t)a->cell_hi;
     const int64_t plo = a->proj_lo, phi = a->proj_hi;
     const int16_t *w_ic = a->peephole_w, *w_fc = w_ic + H, *w_oc = w_ic + 2 * H;
-    const int KP = AWD_VNNI ? 4 * ((P + 3) / 4) : P; /* staged row strides */
-    const int KH = AWD_VNNI ? 4 * ((H + 3) / 4) : H;
+    const int KP = AWD_QUADS ? 4 * ((P + 3) / 4) : P; /* staged row strides */
+    const int KH = AWD_QUADS ? 4 * ((H + 3) / 4) : H;
     const int R = row_end - row_begin, b0 = row_begin;
     if (R <= 0) return 0;
     int gp_max = gp_v > gp_m ? gp_v : gp_m;
@@ -372,7 +445,10 @@ int awd_int_mlstm_layer(int T, int B, int row_begin, int row_end, const awd_mlst
         int8_t *hn = a->h_out + (size_t)t * B * P;
         /* GEMM 1: W_mh h_{t-1} */
         for (int r = 0; r < R; r++) stage_row(stage + (size_t)r * KP, KP, hp + (size_t)(b0 + r) * P, P);
-        rows_gemm(R, P, KP, H, gp_v, stage, a->w_mh, acc);
+        if (rows_gemm(R, P, KP, H, gp_v, stage, a->w_mh, acc)) {
+            status = 1;
+            goto done;
+        }
         for (int r = 0; r < R; r++) { /* m_t, staged for GEMM 2 */
             const int32_t *in = a->acc_in + ((size_t)t * B + (b0 + r)) * S;
             requantize_row(H, acc + (size_t)r * gp_v, corr_mh, a->bias_v, &rqv, yv);
@@ -385,7 +461,10 @@ int awd_int_mlstm_layer(int T, int B, int row_begin, int row_end, const awd_mlst
             for (int j = H; j < KH; j++) row[j] = staged(0);
         }
         /* GEMM 2: W_hm m_t */
-        rows_gemm(R, H, KH, G, gp_m, stage, a->w_hm, acc);
+        if (rows_gemm(R, H, KH, G, gp_m, stage, a->w_hm, acc)) {
+            status = 1;
+            goto done;
+        }
         for (int r = 0; r < R; r++) {
             const int b = b0 + r;
             requantize_row(G, acc + (size_t)r * gp_m, corr_hm, a->bias_m, &rqm, ym);
@@ -427,7 +506,10 @@ int awd_int_mlstm_layer(int T, int B, int row_begin, int row_end, const awd_mlst
         }
         if (!projection) continue;
         /* GEMM 3: W_hr r_t */
-        rows_gemm(R, H, KH, P, gp_r, stage, a->w_hr, acc);
+        if (rows_gemm(R, H, KH, P, gp_r, stage, a->w_hr, acc)) {
+            status = 1;
+            goto done;
+        }
         for (int r = 0; r < R; r++) {
             const int32_t *ar = acc + (size_t)r * gp_r;
             int8_t *hb = hn + (size_t)(b0 + r) * P;
@@ -462,11 +544,13 @@ done:
  * standalone runtime's input projections and decoder): exact int32 sums, like the engine's.
  * ------------------------------------------------------------------------------------------ */
 
-int awd_weight_stride(int G) { return AWD_VNNI ? (G + TILE_CHANNELS - 1) / TILE_CHANNELS * TILE_CHANNELS : G; }
+int awd_weight_stride(int G) { return AWD_QUADS ? (G + AWD_TILE - 1) / AWD_TILE * AWD_TILE : G; }
 
 size_t awd_packed_weight_bytes(int G, int K) {
 #if AWD_VNNI
     return (size_t)((K + 3) / 4) * (size_t)awd_weight_stride(G) * 4;
+#elif AWD_AVX2
+    return (size_t)((K + 3) / 4) * (size_t)awd_weight_stride(G) * 8; /* 2 pairs of int16 */
 #else
     return (size_t)G * (size_t)K;
 #endif
@@ -475,16 +559,26 @@ size_t awd_packed_weight_bytes(int G, int K) {
 /* The layout kernel.py's pack_weight builds with torch: element [q][j][r] = w[j][4q + r]. */
 void awd_pack_weight(int G, int K, const int8_t *w, int8_t *out, int32_t *corr) {
 #if AWD_VNNI
-    const int Gp = awd_weight_stride(G);
+    const int Kq = (K + 3) / 4;
     memset(out, 0, awd_packed_weight_bytes(G, K));
     for (int j = 0; j < G; j++) {
         int32_t sum = 0;
         for (int k = 0; k < K; k++) {
-            out[((size_t)(k / 4) * Gp + j) * 4 + k % 4] = w[(size_t)j * K + k];
+            out[(((size_t)(j / TILE_CHANNELS) * Kq + k / 4) * TILE_CHANNELS + j % TILE_CHANNELS) * 4 + k % 4] =
+                w[(size_t)j * K + k];
             sum += w[(size_t)j * K + k];
         }
         corr[j] = 128 * sum;
     }
+#elif AWD_AVX2
+    (void)corr;
+    const size_t K2 = 2 * (size_t)((K + 3) / 4);
+    int16_t *o = (int16_t *)(void *)out;
+    memset(out, 0, awd_packed_weight_bytes(G, K));
+    for (int j = 0; j < G; j++)
+        for (int k = 0; k < K; k++)
+            o[(((size_t)(j / AVX2_CHANNELS) * K2 + k / 2) * AVX2_CHANNELS + j % AVX2_CHANNELS) * 2 + k % 2] =
+                w[(size_t)j * K + k];
 #else
     (void)corr;
     memcpy(out, w, (size_t)G * (size_t)K);
@@ -494,7 +588,7 @@ void awd_pack_weight(int G, int K, const int8_t *w, int8_t *out, int32_t *corr) 
 int awd_int_gemm(int R, int K, int G, const int8_t *x, const int8_t *w, const int32_t *corr,
                  int32_t *out, int ostride) {
     if (R <= 0) return 0;
-#if AWD_VNNI
+#if AWD_QUADS
     const int kstride = 4 * ((K + 3) / 4), Gp = awd_weight_stride(G);
     uint8_t *stage = (uint8_t *)malloc((size_t)R * (size_t)kstride + 64);
     int32_t *acc = (int32_t *)malloc(sizeof(int32_t) * (size_t)R * (size_t)Gp);
@@ -504,12 +598,15 @@ int awd_int_gemm(int R, int K, int G, const int8_t *x, const int8_t *w, const in
         return 1;
     }
     for (int r = 0; r < R; r++) stage_row(stage + (size_t)r * kstride, kstride, x + (size_t)r * K, K);
-    rows_gemm(R, K, kstride, G, Gp, stage, w, acc);
-    for (int r = 0; r < R; r++) /* (x + 128) W - 128 sum W: exact, wrapped like int32 */
+    const int failed = rows_gemm(R, K, kstride, G, Gp, stage, w, acc);
+    for (int r = 0; r < R && !failed; r++) /* VNNI: (x + 128) W - 128 sum W, exact (int32 wrap) */
         for (int j = 0; j < G; j++)
-            out[(size_t)r * ostride + j] = (int32_t)((uint32_t)acc[(size_t)r * Gp + j] - (uint32_t)corr[j]);
+            out[(size_t)r * ostride + j] =
+                AWD_VNNI ? (int32_t)((uint32_t)acc[(size_t)r * Gp + j] - (uint32_t)corr[j])
+                         : acc[(size_t)r * Gp + j];
     free(stage);
     free(acc);
+    if (failed) return 1;
 #else
     (void)corr;
     rows_gemm(R, K, K, G, ostride, (const uint8_t *)x, w, out);
