@@ -20,7 +20,12 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src.checks import check_config, check_train_sizes, one_line_config_errors
+from src.checks import (
+    check_config,
+    check_train_sizes,
+    exit_on_config_error,
+    one_line_config_errors,
+)
 from src.config import register_configs
 from src.training.encoder_transfer import read_vocab
 from src.training.run_logs import keep_wandb_run_id
@@ -141,7 +146,8 @@ def optimized_value(results: dict[str, Any], metric: str) -> float:
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns ``optimized_metric`` (default val/ppl) for sweepers."""
     check_config(cfg)  # bad values: one line each, exit 2, before any data or model
-    return optimized_value(train(cfg), cfg.optimized_metric)
+    results = exit_on_config_error(lambda: train(cfg))  # e.g. windows too large for memory
+    return optimized_value(results, cfg.optimized_metric)
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def size_errors(
 
 def check_train_sizes(cfg: DictConfig, lengths: dict[str, int], vocab: int) -> None:
     """For ``src.train`` once the corpus is read (``lengths``: tokens per split): a window that
-    cannot be cut or cannot fit ends the run with one line and exit status 2."""
+    cannot be cut or cannot fit raises its :class:`ConfigError` (the CLI: one line, exit 2)."""
     data = _plain(cfg)
     if not isinstance(data.get("data"), dict) or "bptt" not in data["data"]:
         return
@@ -176,7 +176,10 @@ def check_train_sizes(cfg: DictConfig, lengths: dict[str, int], vocab: int) -> N
     world, cuda = world_size(trainer), uses_cuda(trainer.get("accelerator"))
     model, loss = data.get("model") or {}, data.get("loss") or {}
     size = 2 if "16" in str(trainer.get("precision")) else 4  # 16-mixed, bf16-mixed, bf16-true
-    exit_with(size_errors(windows, vocab, model, loss, world, cuda, size))
+    errors = size_errors(windows, vocab, model, loss, world, cuda, size)
+    if errors:  # raised, not exited: src.train's CLI turns it into the line; train(cfg) raises
+        errors[0].others = errors[1:]
+        raise errors[0]
 
 
 def check_eval_data(datamodule: LMDataModule, split: str, accelerator: Any) -> None:

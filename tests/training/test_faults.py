@@ -57,7 +57,7 @@ def test_nan_loss_skip_policy_keeps_training(run_tiny, monkeypatch) -> None:
     ("overrides", "message"),
     [
         (["data.bptt=0"], "data.bptt must be a positive integer"),
-        (["data.batch_size=100000"], "data.batch_size is too large"),
+        (["data.batch_size=100000"], "data.batch_size=100000: is too large"),
         (["model.dropout_input=1.0"], "dropout_input must be a probability in [0, 1)"),
         (["model.weight_drop=-0.1"], "weight_drop must be a probability"),
         (["model.recurrent_dropout=0.2", "model.runner=cudnn"], "cannot apply recurrent_dropout"),

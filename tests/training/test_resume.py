@@ -39,6 +39,9 @@ def train_cli(
         *(o for o in extra if o != "-m"),
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    # A wandb run earlier in this worker leaves WANDB_SERVICE set: children would share its
+    # service, which keeps a SIGKILLed child's run registered ("run ID ... is in use" on resume)
+    env.pop("WANDB_SERVICE", None)
     return subprocess.run(
         [sys.executable, "-m", "src.train", *args],
         cwd=REPO,
