@@ -152,12 +152,14 @@ def exit_on_config_error(func: Callable[[], Any]) -> Any:
 def exit_with(errors: list[ConfigError]) -> None:
     """Nothing if ``errors`` is empty, else one line each and exit with status 2."""
     if errors:
+        _exit_on_config_error(lambda: raise_errors(errors))
+
+
+def raise_errors(errors: list[ConfigError]) -> None:
+    """Nothing if ``errors`` is empty, else raise the first with the others attached."""
+    if errors:
         errors[0].others = errors[1:]
-        _exit_on_config_error(lambda: _raise(errors[0]))
-
-
-def _raise(error: ConfigError) -> None:
-    raise error
+        raise errors[0]
 
 
 @contextmanager

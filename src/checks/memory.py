@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
-from .hydra_errors import exit_with
+from .hydra_errors import exit_with, raise_errors
 
 if TYPE_CHECKING:
     from src.data.datamodule import LMDataModule
@@ -176,10 +176,8 @@ def check_train_sizes(cfg: DictConfig, lengths: dict[str, int], vocab: int) -> N
     world, cuda = world_size(trainer), uses_cuda(trainer.get("accelerator"))
     model, loss = data.get("model") or {}, data.get("loss") or {}
     size = 2 if "16" in str(trainer.get("precision")) else 4  # 16-mixed, bf16-mixed, bf16-true
-    errors = size_errors(windows, vocab, model, loss, world, cuda, size)
-    if errors:  # raised, not exited: src.train's CLI turns it into the line; train(cfg) raises
-        errors[0].others = errors[1:]
-        raise errors[0]
+    # raised, not exited: src.train's CLI turns it into the line; train(cfg) raises
+    raise_errors(size_errors(windows, vocab, model, loss, world, cuda, size))
 
 
 def check_eval_data(datamodule: LMDataModule, split: str, accelerator: Any) -> None:
