@@ -43,6 +43,9 @@ class DataConfig:
     data_dir: str = "${paths.data_dir}"
     cache_dir: str = "${paths.cache_dir}"
     url_overrides: dict[str, str] | None = None  # mirror URLs, keyed as in src/data/download.py
+    # read every split backwards (fastai's `backwards`): a backward language model, and a
+    # classifier on its encoder (documents reversed after data.max_len cut them)
+    reverse: bool = False
 
 
 class LabelledFormat(str, Enum):
@@ -210,7 +213,7 @@ class Engine(str, Enum):
 @dataclass
 class EvalConfig:
     task_name: str = "eval"
-    ckpt_path: str = MISSING
+    ckpt_path: Any = MISSING  # a checkpoint, or a list of classifiers (their ensemble)
     split: Split = Split.test
     batch_size: int | None = None  # default: data.eval_batch_size (valid) or test_batch_size (test)
     engine: Engine = Engine.float

@@ -30,7 +30,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from src.checks import check_config, check_eval_data, one_line_config_errors
 from src.config import register_configs
@@ -180,20 +180,39 @@ def _peek(path: Path) -> object:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def _evaluate_classifier(cfg: DictConfig, ckpt_path: Path) -> dict[str, Any]:
-    """A ``task=classify`` checkpoint: accuracy, F1, per class, confusion matrix (PNG)."""
+def _evaluate_classifier(cfg: DictConfig, ckpt_paths: list[Path]) -> dict[str, Any]:
+    """A ``task=classify`` checkpoint (or an ensemble of them): accuracy, F1, per class,
+    confusion matrix (PNG)."""
     if cfg.pointer.enabled or cfg.dynamic.enabled:
-        raise ValueError(f"{ckpt_path} is a classifier: pointer and dynamic are for LMs")
+        raise ValueError(f"{ckpt_paths[0]} is a classifier: pointer and dynamic are for LMs")
     paths = {"data_dir": str(cfg.paths.data_dir), "cache_dir": str(cfg.paths.cache_dir)}
-    results = evaluate_classifier(ckpt_path, cfg.split.value, paths, cfg.batch_size)
-    return {"split": cfg.split.value, "engine": "float", "ckpt_path": str(ckpt_path), **results}
+    results = evaluate_classifier(ckpt_paths, cfg.split.value, paths, cfg.batch_size)
+    named = [str(p) for p in ckpt_paths] if len(ckpt_paths) > 1 else str(ckpt_paths[0])
+    return {"split": cfg.split.value, "engine": "float", "ckpt_path": named, **results}
+
+
+def checkpoint_list(value: Any) -> list[Path]:
+    """``ckpt_path`` as paths: one file, or a list (an ensemble of classifiers)."""
+    if isinstance(value, (list, ListConfig)):
+        return [Path(str(v)) for v in value]
+    return [Path(str(value))]
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    ckpt_path = Path(cfg.ckpt_path)
+    ckpt_paths = checkpoint_list(cfg.ckpt_path)
     engine = cfg.engine.value
+    if len(ckpt_paths) > 1:
+        if engine != "float" or not all(is_classifier_file(p) for p in ckpt_paths):
+            raise ValueError(
+                "ckpt_path: a list is an ensemble of classifier checkpoints (engine=float); "
+                "evaluate a language model or an exported file on its own"
+            )
+        results = _evaluate_classifier(cfg, ckpt_paths)
+        _write_results(cfg, ckpt_paths[0], results, first=ckpt_paths[0])
+        return results
+    ckpt_path = ckpt_paths[0]
     if engine == "float" and is_classifier_file(ckpt_path):
-        results = _evaluate_classifier(cfg, ckpt_path)
+        results = _evaluate_classifier(cfg, [ckpt_path])
         _write_results(cfg, ckpt_path, results)
         return results
     run = {"int8": _eval_int8, "onnxruntime": _eval_onnx}.get(engine, _eval_float)
@@ -215,8 +234,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-def _write_results(cfg: DictConfig, ckpt_path: Path, results: dict[str, Any]) -> None:
+def _write_results(
+    cfg: DictConfig, ckpt_path: Path, results: dict[str, Any], first: Path | None = None
+) -> None:
+    """``<checkpoint>.eval-<split>-<engine>.json`` beside the checkpoint (an ensemble: beside
+    its first, ``ensemble-<n>.eval-...``), or ``out``."""
     name = f"{ckpt_path.stem}.eval-{cfg.split.value}-{results['engine']}.json"
+    if first is not None:
+        n = len(results["ckpt_path"])
+        name = f"ensemble-{n}.eval-{cfg.split.value}-{results['engine']}.json"
+        ckpt_path = first
     out = Path(cfg.out) if cfg.out else ckpt_path.with_name(name)
     atomic_write_json(out, results)
     log.info("wrote %s", out)

@@ -90,6 +90,13 @@ def _checkpoint(v: Any) -> bool:
     return Path(v).expanduser().exists()  # a folder: named by src.checks.machine
 
 
+def _checkpoints(v: Any) -> bool:
+    """One checkpoint file, or a non-empty list of them (an ensemble of classifiers)."""
+    if isinstance(v, (list, tuple)):
+        return bool(v) and all(_checkpoint(p) and Path(p).expanduser().is_file() for p in v)
+    return _checkpoint(v)
+
+
 def lightning_choices() -> tuple[list[str], list[Any], list[str]]:
     """Lightning's accelerator names, precision values and registered strategies."""
     import typing
@@ -231,7 +238,11 @@ TRAIN_TOP_RULES = {
 }
 
 EVAL_RULES = {
-    "ckpt_path": Rule("an existing checkpoint file (ckpt_path=PATH)", _checkpoint),
+    "ckpt_path": Rule(
+        "an existing checkpoint file (ckpt_path=PATH), or a list of classifier checkpoints "
+        "(ckpt_path=[fwd.ckpt,bwd.ckpt])",
+        _checkpoints,
+    ),
     "batch_size": Rule("null or an integer >= 1", integer(1), True),
     "out": Rule("null or a file path", _nonempty_str, True),
     "pointer.window": Rule("an integer >= 1", integer(1)),

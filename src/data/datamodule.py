@@ -49,6 +49,7 @@ class LMDataModule(TrainPosition, L.LightningDataModule):
         cache_dir: str,
         download: bool = True,
         url_overrides: Mapping[str, str] | None = None,
+        reverse: bool = False,
     ) -> None:
         super().__init__()
         _check(bool(corpus), "data.corpus", "must name a corpus folder", corpus)
@@ -78,6 +79,7 @@ class LMDataModule(TrainPosition, L.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser()
         self.download = download
         self.url_overrides = dict(url_overrides) if url_overrides else None
+        self.reverse = bool(reverse)
         self._arrays: CorpusArrays | None = None
         self._streams: dict[str, np.ndarray] = {}
         # Position in the training epoch, for exact resume (saved through `state_dict`).
@@ -100,7 +102,7 @@ class LMDataModule(TrainPosition, L.LightningDataModule):
             "test": ("data.test_batch_size", self.test_batch_size),
         }
         self._streams = {
-            split: _streams(arrays.split(split), size, key, rank, world)
+            split: _streams(_oriented(arrays.split(split), self.reverse), size, key, rank, world)
             for split, (key, size) in sizes.items()
         }
 
@@ -174,6 +176,13 @@ class LMDataModule(TrainPosition, L.LightningDataModule):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
+
+def _oriented(ids: np.ndarray, reverse: bool) -> np.ndarray:
+    """The split as read: forwards (the memmap itself), or backwards (`data.reverse`, a copy).
+
+    Reversing the whole stream reverses every line: `<eos>` then precedes the line it ended,
+    which is how fastai's backward language model reads (its `xxbos` ends each document)."""
+    return np.ascontiguousarray(ids[::-1]) if reverse else ids
 
 
 def _loader(windows: WindowIterable) -> DataLoader:

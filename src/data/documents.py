@@ -204,14 +204,22 @@ def with_specials(vocab: Vocab) -> Vocab:
 
 
 def encode_split(
-    raw: RawSplit, vocab: Vocab, classes: Sequence[str], max_len: int, tail: bool = False
+    raw: RawSplit,
+    vocab: Vocab,
+    classes: Sequence[str],
+    max_len: int,
+    tail: bool = False,
+    reverse: bool = False,
 ) -> EncodedSplit:
-    """Ids of every document, cut to its first (or, with `tail`, last) `max_len` tokens."""
+    """Ids of every document, cut to its first (or, with `tail`, last) `max_len` tokens, then
+    reversed with `reverse` (a backward encoder reads the same cut text as a forward one)."""
     class_id = {name: i for i, name in enumerate(classes)}
     stoi, unk = vocab.stoi, vocab.stoi[UNK]
     docs = []
     for tokens in raw.tokens:
         kept = tokens[-max_len:] if tail else tokens[:max_len]
+        if reverse:
+            kept = kept[::-1]
         docs.append(np.fromiter((stoi.get(t, unk) for t in kept), np.int64, len(kept)))
     lengths = np.fromiter(map(len, docs), np.int64, len(docs))
     labels = np.fromiter((class_id[label] for label in raw.labels), np.int64, len(raw))

@@ -82,6 +82,7 @@ class ClassifyDataModule(TrainPosition, L.LightningDataModule):
         min_bptt: int = 5,
         train_subset: int | None = None,
         subset_seed: int = 0,
+        reverse: bool = False,
         seed: int,
         vocab: Vocab | list[str] | None = None,
     ) -> None:
@@ -132,6 +133,7 @@ class ClassifyDataModule(TrainPosition, L.LightningDataModule):
         self.min_freq = min_freq
         self.expected_classes = num_classes
         self.train_subset, self.subset_seed = train_subset, subset_seed
+        self.reverse = bool(reverse)  # documents read backwards (a backward encoder's input)
         self.seed = seed
         self._given_vocab = (
             Vocab(vocab.itos if isinstance(vocab, Vocab) else vocab) if vocab else None
@@ -191,6 +193,12 @@ class ClassifyDataModule(TrainPosition, L.LightningDataModule):
         counts = Counter(self.raw_split(split).labels)
         return {name: counts[name] for name in self._classes}
 
+    def encoded(self, split: str) -> EncodedSplit:
+        """A split as the classifier reads it: ids, lengths and class ids (train: the subset)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+        return self._split(split)
+
     def raw_split(self, split: str) -> RawSplit:
         """A split's documents as read and tokenized, before ids (train: the subset)."""
         if split not in SPLITS:
@@ -249,7 +257,7 @@ class ClassifyDataModule(TrainPosition, L.LightningDataModule):
                 vocab = build_doc_vocab(raw["train"].tokens, self.min_freq)
             tail = self.truncate == "tail"
             self._encoded = {
-                split: encode_split(r, vocab, classes, self.max_len, tail)
+                split: encode_split(r, vocab, classes, self.max_len, tail, self.reverse)
                 for split, r in raw.items()
             }
             self._raw, self._classes, self._vocab = raw, classes, vocab
@@ -271,7 +279,6 @@ class ClassifyDataModule(TrainPosition, L.LightningDataModule):
     def _split(self, split: str) -> EncodedSplit:
         self._load()
         return self._encoded[split]
-
 
 
 def _loader(batches: DocBatches) -> DataLoader:

@@ -13,7 +13,7 @@ between chunks changes gradients, not values). Concat pooling masks the padding,
 probabilities do not depend on its batch. LSTM classifiers only (a bidirectional one restarts
 its backward direction at every chunk, which one ONNX ``LSTM`` over the row does not).
 The metadata carries what prediction needs: vocabulary, classes, data settings (tokenizer,
-``max_len``, ``truncate``) and model sizes.
+``max_len``, ``truncate``, ``reverse``) and model sizes.
 """
 
 from __future__ import annotations

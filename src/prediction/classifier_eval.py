@@ -4,7 +4,9 @@ recall, F1 and support (torchmetrics), the confusion matrix as numbers and as
 offline wandb run when the run has one (``<run dir>/wandb_run_id``; resumed, then closed).
 
 The split is read as training read it: the checkpoint's data settings, its vocabulary and
-classes (a file whose labels give other classes is refused).
+classes (a file whose labels give other classes is refused). A list of checkpoints is scored
+as their ensemble: the mean of their class probabilities (ULMFiT's forward + backward pair),
+each model reading the documents its own way.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -122,10 +125,13 @@ def log_to_wandb(run_dir: Path, split: str, results: dict[str, Any], png: Path) 
     return f"logged to offline run {id_file.read_text().strip()}"
 
 
-def evaluate_classifier(
+def split_logits(
     ckpt_path: Path, split: str, paths: dict[str, str], batch_size: int | None = None
-) -> dict[str, Any]:
-    """Score a classifier checkpoint on ``split`` (valid or test); write the PNG; the metrics."""
+) -> tuple[Tensor, Tensor, np.ndarray, list[str]]:
+    """A classifier's logits [N, C] and the labels [N] of ``split`` (valid or test), in its
+    evaluation order (longest first), with each row's document index and the class names.
+
+    The split is read with the checkpoint's own data settings (tokenizer, cut, direction)."""
     module, _ = load_classifier(ckpt_path)
     data = {**dict(module.hparams.data), **paths}
     if batch_size is not None:
@@ -139,17 +145,66 @@ def evaluate_classifier(
             f"{ckpt_path} was trained on ({', '.join(classes)}); evaluate it on its own data"
         )
     loader = datamodule.val_dataloader() if split == "valid" else datamodule.test_dataloader()
-    start = time.perf_counter()
+    order = np.concatenate(loader.dataset.batches())  # the loader's documents, batch by batch
     logits, labels = [], []
     with torch.no_grad():
         for batch in loader:
             logits.append(module(batch.tokens, batch.lengths))
             labels.append(batch.labels)
-    results = classification_metrics(torch.cat(logits), torch.cat(labels), classes)
+    return torch.cat(logits), torch.cat(labels), order, classes
+
+
+def ensemble_logits(
+    ckpt_paths: list[Path], split: str, paths: dict[str, str], batch_size: int | None = None
+) -> tuple[Tensor, Tensor, list[str]]:
+    """log of the mean class probabilities of several classifiers (ULMFiT's forward +
+    backward ensemble), in document order, with the labels; the classes must agree."""
+    total, labels, classes = None, None, None
+    for path in ckpt_paths:
+        logits, row_labels, order, names = split_logits(path, split, paths, batch_size)
+        probs = torch.zeros(logits.shape, dtype=torch.float64)
+        probs[torch.from_numpy(order)] = torch.softmax(logits.double(), dim=-1)
+        if total is None:
+            total, classes = probs, names
+            labels = torch.zeros(len(order), dtype=torch.int64)
+            labels[torch.from_numpy(order)] = row_labels
+        elif names != classes:
+            raise ValueError(
+                f"ensemble of classifiers with different classes: {ckpt_paths[0]} has "
+                f"({', '.join(classes or [])}), {path} has ({', '.join(names)}); average only "
+                "models trained on the same labels"
+            )
+        else:
+            total += probs
+    assert total is not None and labels is not None and classes is not None
+    return torch.log(total / len(ckpt_paths)).float(), labels, classes
+
+
+def evaluate_classifier(
+    ckpt_path: Path | list[Path],
+    split: str,
+    paths: dict[str, str],
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """Score a classifier checkpoint on ``split`` (valid or test), or the ensemble of a list of
+    them (probabilities averaged); write the confusion-matrix PNG; the metrics."""
+    start = time.perf_counter()
+    if isinstance(ckpt_path, list) and len(ckpt_path) > 1:
+        logits, labels, classes = ensemble_logits(ckpt_path, split, paths, batch_size)
+        first, title = ckpt_path[0], f"ensemble of {len(ckpt_path)}: {split}"
+        png_name = f"confusion_matrix_{split}_ensemble.png"
+    else:
+        first = ckpt_path[0] if isinstance(ckpt_path, list) else ckpt_path
+        logits, labels, _, classes = split_logits(first, split, paths, batch_size)
+        title, png_name = f"{first.name}: {split}", f"confusion_matrix_{split}.png"
+    results = classification_metrics(logits, labels, classes)
     results["seconds"] = time.perf_counter() - start
-    run_dir = run_folder(ckpt_path)
-    png = run_dir / f"confusion_matrix_{split}.png"
-    save_confusion_matrix(results["confusion_matrix"], classes, png, f"{ckpt_path.name}: {split}")
+    run_dir = run_folder(first)
+    png = run_dir / png_name
+    save_confusion_matrix(results["confusion_matrix"], classes, png, title)
     results["confusion_matrix_png"] = str(png)
-    results["wandb"] = log_to_wandb(run_dir, split, results, png)
+    if isinstance(ckpt_path, list) and len(ckpt_path) > 1:
+        results["wandb"] = "skipped: an ensemble has no run of its own"
+    else:
+        results["wandb"] = log_to_wandb(run_dir, split, results, png)
     return results

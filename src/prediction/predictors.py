@@ -3,7 +3,8 @@
 
 Each model reads the documents with its own tokenizer (the checkpoint's ``data.tokenizer``;
 ``word`` when an old checkpoint has none) and vocabulary (unknown words -> ``<unk>``), cuts them
-as it was trained (``data.max_len``, ``data.truncate``), and runs them in batches of similar
+as it was trained (``data.max_len``, ``data.truncate``; reversed after the cut for a backward
+model, ``data.reverse``), and runs them in batches of similar
 length (``src.data.doc_batches.sorted_batches``), padded at the end.
 """
 
@@ -46,6 +47,7 @@ class TextModel:
         self.tokenizer = str(_plain(data.get("tokenizer", "word")))
         self.max_len = int(data.get("max_len", 0)) or None
         self.tail = str(_plain(data.get("truncate", "head"))) == "tail"
+        self.reverse = bool(data.get("reverse", False))  # a backward model reads right to left
         self.tokenize = tokenizer_for(self.tokenizer)
 
     def ids(self, tokens: list[str], where: str) -> np.ndarray:
@@ -61,9 +63,11 @@ class TextModel:
         return np.fromiter((self.stoi.get(t, unk) for t in tokens), np.int64, len(tokens))  # type: ignore[arg-type]
 
     def cut(self, ids: np.ndarray) -> np.ndarray:
-        if self.max_len is None or len(ids) <= self.max_len:
-            return ids
-        return ids[-self.max_len :] if self.tail else ids[: self.max_len]
+        """The ids as the model was trained to read them: cut to ``data.max_len`` (the first or
+        last tokens), then reversed for a backward model (``data.reverse``)."""
+        if self.max_len is not None and len(ids) > self.max_len:
+            ids = ids[-self.max_len :] if self.tail else ids[: self.max_len]
+        return np.ascontiguousarray(ids[::-1]) if self.reverse else ids
 
 
 def encode(docs: list[np.ndarray]) -> EncodedSplit:
@@ -147,7 +151,10 @@ class LanguageModel(TextModel):
     ) -> np.ndarray:
         """Summed -log p (nats, float64) of every document's tokens, each from a zero state."""
         start = np.array([self.stoi[EOS]], np.int64)
-        docs = [np.concatenate([start, self.ids(t, w)]) for t, w in zip(tokens, where, strict=True)]
+        docs = [
+            np.concatenate([start, self.cut(self.ids(t, w))])
+            for t, w in zip(tokens, where, strict=True)
+        ]
         split, model = encode(docs), self.module.model
         out = np.zeros(len(docs), np.float64)
         for index in sorted_batches(split.lengths, batch_size):

@@ -90,6 +90,24 @@ def check_tokenizer(ckpt: dict[str, Any], configured: str, path: Path) -> None:
         )
 
 
+def checkpoint_reverse(ckpt: dict[str, Any]) -> bool:
+    """Whether a checkpoint read its text backwards (``data.reverse``; false when unrecorded)."""
+    data = (ckpt.get("hyper_parameters") or {}).get("data") or {}
+    return bool(data.get("reverse", False))
+
+
+def check_direction(ckpt: dict[str, Any], configured: bool, path: Path) -> None:
+    """Refuse a backward checkpoint in a forward run and the reverse: its layers learned to
+    read the other way, so fine-tuning would start from a model of the wrong text."""
+    theirs = checkpoint_reverse(ckpt)
+    if theirs != bool(configured):
+        raise ValueError(
+            f"data.reverse={str(bool(configured)).lower()} but the transferred checkpoint {path} "
+            f"was trained with data.reverse={str(theirs).lower()}; set "
+            f"data.reverse={str(theirs).lower()}"
+        )
+
+
 class Transfer(Callback):
     """Load a language model trained on another corpus into this run (module docstring)."""
 
@@ -112,10 +130,13 @@ class Transfer(Callback):
         self.load(pl_module)
 
     def read(self, pl_module: L.LightningModule) -> dict[str, Any]:
-        """The checkpoint, refused when its tokenizer is not this run's (``data.tokenizer``)."""
+        """The checkpoint, refused when its tokenizer or direction is not this run's
+        (``data.tokenizer``, ``data.reverse``)."""
         ckpt = read_checkpoint(self.ckpt_path)
-        configured = (pl_module.hparams.get("data") or {}).get("tokenizer") or "word"
+        data = pl_module.hparams.get("data") or {}
+        configured = data.get("tokenizer") or "word"
         check_tokenizer(ckpt, str(getattr(configured, "value", configured)), self.ckpt_path)
+        check_direction(ckpt, bool(data.get("reverse", False)), self.ckpt_path)
         return ckpt
 
     def load(self, pl_module: L.LightningModule) -> None:

@@ -1,5 +1,6 @@
-"""Tiny trained models for the prediction tests: two classifiers (seeds 1 and 2) on the tiny
-labelled CSVs and a language model on the tiny corpus, trained once per session."""
+"""Tiny trained models for the prediction tests: two classifiers on the tiny labelled CSVs
+(seed 1 reading forwards, seed 2 backwards: ``data.reverse=true``) and a language model on the
+tiny corpus, trained once per session."""
 
 from __future__ import annotations
 
@@ -33,12 +34,14 @@ def _train(overrides: list[str], out: Path, corpora: Path) -> Path:
 def classifiers(
     labelled: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> list[Path]:
-    """Two tiny classifiers of the same classes (seeds 1 and 2): last.ckpt of each run."""
+    """Two tiny classifiers of the same classes, last.ckpt of each run: seed 1 forwards,
+    seed 2 backwards (``data.reverse=true``), the pair ULMFiT ensembles."""
     corpora, csv = labelled
     root = tmp_path_factory.mktemp("classifiers")
+    runs = [("seed=1",), ("seed=2", "data.reverse=true")]
     return [
-        _train([*CLASSIFY, f"data.path={csv}", f"seed={seed}"], root / f"seed{seed}", corpora)
-        for seed in (1, 2)
+        _train([*CLASSIFY, f"data.path={csv}", *extra], root / f"run{i}", corpora)
+        for i, extra in enumerate(runs)
     ]
 
 

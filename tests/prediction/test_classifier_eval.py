@@ -13,11 +13,14 @@ from hydra import compose, initialize_config_dir
 from tests.conftest import CONF_DIR
 
 
-def eval_cfg(ckpt: Path, *overrides: str):  # noqa: ANN201 - a DictConfig
-    """src.eval's config; data.path of a CSV run is absolute, so the paths are placeholders."""
-    paths = [f"paths.data_dir={ckpt.parent}", f"paths.cache_dir={ckpt.parent}"]
+def eval_cfg(ckpt: Path | list[Path], *overrides: str):  # noqa: ANN201 - a DictConfig
+    """src.eval's config (a list of checkpoints: an ensemble); data.path of a CSV run is
+    absolute, so the paths are placeholders."""
+    first = ckpt[0] if isinstance(ckpt, list) else ckpt
+    value = "[" + ",".join(map(str, ckpt)) + "]" if isinstance(ckpt, list) else str(ckpt)
+    paths = [f"paths.data_dir={first.parent}", f"paths.cache_dir={first.parent}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="eval", overrides=[f"ckpt_path={ckpt}", *paths, *overrides])
+        return compose(config_name="eval", overrides=[f"ckpt_path={value}", *paths, *overrides])
 
 
 def test_classifier_metrics_and_confusion_matrix(classifiers: list[Path], tmp_path: Path) -> None:
@@ -65,3 +68,42 @@ def test_metrics_go_to_the_runs_offline_wandb_run(tmp_path: Path) -> None:
     results = {"loss": 0.5, "acc": 0.875, "f1": 0.87}
     assert log_to_wandb(run_dir, "valid", results, png) == "logged to offline run t21btest"
     assert list((run_dir / "wandb").glob("offline-run-*-t21btest"))
+
+
+def test_backward_classifier_and_the_ensemble_of_both(classifiers: list[Path], tmp_path) -> None:
+    """The backward classifier evaluates as its training run tested it (documents reversed);
+    ``ckpt_path=[fwd,bwd]`` scores the mean of the two models' probabilities."""
+    import torch
+    import torch.nn.functional as F
+
+    from src.checks import check_config
+    from src.eval import evaluate
+    from src.prediction.classifier_eval import split_logits
+
+    bests = [c.parent / "best.ckpt" for c in classifiers]
+    single = evaluate(eval_cfg(bests[1], "split=test", f"out={tmp_path / 'bwd.json'}"))
+    trained = json.loads((bests[1].parent.parent / "results.json").read_text())
+    assert single["acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+    assert single["loss"] == pytest.approx(trained["test/loss"], abs=1e-5)
+
+    run_paths = [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"]
+    cfg = eval_cfg(bests, "split=test", *run_paths)
+    check_config(cfg)  # a list of files passes the eval rules
+    both = evaluate(cfg)
+    assert both["ckpt_path"] == [str(b) for b in bests] and both["documents"] == 12
+    paths = {"data_dir": str(tmp_path), "cache_dir": str(tmp_path)}
+    probs = []
+    for best in bests:
+        logits, labels, order, _ = split_logits(best, "test", paths)
+        p = torch.zeros(logits.shape, dtype=torch.float64)
+        p[torch.from_numpy(order)] = torch.softmax(logits.double(), -1)
+        probs.append(p)
+        ordered = torch.zeros_like(labels)
+        ordered[torch.from_numpy(order)] = labels
+    mean = (probs[0] + probs[1]) / 2
+    assert (probs[0] - probs[1]).abs().max() > 1e-3  # two different models
+    assert both["loss"] == pytest.approx(float(F.nll_loss(mean.log(), ordered)), abs=1e-6)
+    assert both["acc"] == pytest.approx(float((mean.argmax(1) == ordered).double().mean()))
+    written = bests[0].with_name("ensemble-2.eval-test-float.json")
+    assert json.loads(written.read_text())["acc"] == both["acc"]
+    assert both["confusion_matrix_png"].endswith("confusion_matrix_test_ensemble.png")

@@ -78,6 +78,29 @@ def test_classifier_probabilities_match_the_module(classifiers: list[Path], tmp_
         assert got == pytest.approx(want.tolist(), abs=1e-6)
 
 
+def test_a_backward_classifier_reads_each_document_reversed(
+    classifiers: list[Path], tmp_path
+) -> None:
+    """The backward classifier (``data.reverse=true``) scores the document's ids backwards."""
+    from src.training.checkpoint import load_classifier
+
+    docs = ["the cat and the dog", "red blue green , very big"]
+    (tmp_path / "in.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
+    run_predict(f"ckpt_path={classifiers[1]}", f"input={tmp_path / 'in.txt'}",
+                f"output={tmp_path / 'out.csv'}")  # fmt: skip
+    module, _ = load_classifier(classifiers[1])
+    assert module.hparams.data["reverse"] is True
+    stoi = {w: i for i, w in enumerate(module.vocab)}
+    for doc, row in zip(docs, read_rows(tmp_path / "out.csv"), strict=True):
+        ids = [stoi.get(w, stoi["<unk>"]) for w in doc.split()] + [stoi["<eos>"]]
+        got = [float(row["p_animal"]), float(row["p_colour"])]
+        with torch.no_grad():
+            for order, close in ((ids[::-1], True), (ids, False)):
+                logits = module(torch.tensor([order]), torch.tensor([len(order)]))
+                want = torch.softmax(logits, -1)[0].tolist()
+                assert (got == pytest.approx(want, abs=1e-6)) is close
+
+
 def test_ensemble_is_the_mean_of_the_single_predictions(
     classifiers: list[Path], labelled, tmp_path
 ) -> None:

@@ -4,6 +4,7 @@ QAT, and the refusals."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,31 @@ def test_a_checkpoint_of_other_sizes_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match=r"hidden_size=12.*hidden_size=16"):
         run(corpora, tmp_path, f"+transfer.ckpt_path={pretrained}", "model.hidden_size=16")
+
+
+def test_a_backward_language_model_pretrains_and_fine_tunes(
+    corpora: Path, pretrained: Path, tmp_path: Path
+) -> None:
+    """``data.reverse=true`` trains a backward model, which records its direction; it fine-tunes
+    into a backward run, and a forward checkpoint is refused there (and the reverse)."""
+    from src.checks.transfer import check_transfer_tokenizer
+    from src.train import train
+
+    out = tmp_path / "bwd"
+    cfg = compose_train(
+        [*TINY_OVERRIDES, "trainer.max_epochs=1", "data.reverse=true"], out, corpora, out / "cache"
+    )
+    results = train(cfg)
+    backward = out / "checkpoints" / "last.ckpt"
+    assert state(backward)["hyper_parameters"]["data"]["reverse"] is True
+    forward_loss = json.loads((pretrained.parent.parent / "results.json").read_text())["val/loss"]
+    assert results["val/loss"] != pytest.approx(forward_loss, abs=1e-4)  # other text, other loss
+    tuned = run(corpora, tmp_path / "tuned", f"+transfer.ckpt_path={backward}", "data.reverse=true")
+    assert tuned["val/loss"] > 0
+    with pytest.raises(ValueError, match=r"data.reverse=false but .* data.reverse=true"):
+        run(corpora, tmp_path / "refused", f"+transfer.ckpt_path={backward}")
+    errors = check_transfer_tokenizer(
+        {"data": {"reverse": True}, "transfer": {"ckpt_path": str(pretrained)}}
+    )
+    assert [e.key for e in errors] == ["data.reverse"]
+    assert "reads text forwards; set data.reverse=false" in str(errors[0])
