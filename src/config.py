@@ -163,6 +163,11 @@ class TaskName(str, Enum):
     classify = "classify"  # text classifier on labelled documents (src/training/tasks.py)
 
 
+class ClassWeight(str, Enum):
+    none = "none"  # plain cross entropy
+    balanced = "balanced"  # each class weighs n / (C * n_c) in the training loss
+
+
 @dataclass
 class TaskConfig:
     """``task`` group: what src.train trains (src/training/tasks.py). The head keys are read by
@@ -171,6 +176,9 @@ class TaskConfig:
     name: TaskName = TaskName.lm
     lin_sizes: list[int] = field(default_factory=lambda: [50])  # hidden sizes of the head
     ps: list[float] = field(default_factory=lambda: [0.4, 0.1])  # dropout of each head block
+    # training loss weights: none, or balanced (class c weighs n / (C * n_c) over the labelled
+    # train documents: scikit-learn's `class_weight="balanced"`, which the baseline's grid has)
+    class_weight: ClassWeight = ClassWeight.none
 
     def __post_init__(self) -> None:
         check_head(self.lin_sizes, self.ps)

@@ -299,6 +299,7 @@ MANDATORY = {
     "ulmfit_clas_csv": ["transfer.ckpt_path=null", "data.path=folder"],
     "ulmfit_lm_wt2": ["transfer.ckpt_path=null"],
     "ulmfit_clas_wt2": ["transfer.ckpt_path=null"],
+    "ulmfit_curve_clas": ["transfer.ckpt_path=null"],
 }
 
 VALID = [

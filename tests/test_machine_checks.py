@@ -267,3 +267,35 @@ def test_python_m_exits_2_with_one_line(
         cwd=REPO, env=env, text=True, capture_output=True, timeout=600,
     )  # fmt: skip
     assert_cli_line(proc.returncode, proc.stdout, proc.stderr, "data.bptt")
+
+
+def test_a_failed_download_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No network: a corpus that must be downloaded ends with one line naming the URL and the
+    fixes, and status 2 (no traceback); nothing is left in the corpus folder."""
+    import src.data.download as download
+    import src.train as entry
+    from src.data.download import DownloadError
+
+    def offline(url: str, dest: Path, sha256: str | None, what: str) -> Path:
+        raise DownloadError(
+            f"downloading {what} failed: <urlopen error [Errno -2] Name or service not known>. "
+            "Check the network, point data.url_overrides at a mirror, or place the split files "
+            "in the corpus folder yourself."
+        )
+
+    monkeypatch.setattr(download, "_fetch", offline)
+    data = tmp_path / "data"
+    args = ["experiment=smoke", "logger=csv", f"paths.data_dir={data}",
+            f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    monkeypatch.setattr(sys, "argv", ["src.train", *args])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as info, one_line_config_errors():
+        entry.main()
+    out, err = capsys.readouterr()
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert info.value.code == 2
+    assert len(lines) == 1 and lines[0].startswith("download error: downloading http"), lines
+    assert "data.url_overrides" in lines[0]
+    assert not (data / "ptb").exists() or not any((data / "ptb").iterdir())

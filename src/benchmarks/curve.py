@@ -62,6 +62,7 @@ class CurveConfig:
     batch_size: int = 32  # data.batch_size of the classifiers
     min_steps: int = 200  # optimizer steps at least, whatever the budget
     min_epochs: int = 8
+    val_checks: int = 12  # validations per run at most (every k epochs when epochs are many)
     baseline: bool = True  # also fit the baseline on this subset (once per root)
     baseline_overrides: list[str] = field(default_factory=list)  # e.g. a smaller grid (tests)
     threads: int | None = None  # OMP_NUM_THREADS of the commands; null: inherited
@@ -75,11 +76,14 @@ def budget_name(budget: int | None) -> str:
     return "all" if budget is None else str(budget)
 
 
-def epochs_for(budget: int | None, cfg: DictConfig) -> int:
-    """Epochs that give at least ``min_steps`` optimizer steps (and ``min_epochs``)."""
+def epochs_for(budget: int | None, cfg: DictConfig) -> tuple[int, int]:
+    """(epochs, validate every k epochs): at least ``min_steps`` optimizer steps and
+    ``min_epochs`` epochs, at most ``val_checks`` validations, the last epoch validated."""
     documents = WT2_SECTIONS_TRAIN if budget is None else int(budget)
     steps_per_epoch = math.ceil(documents / cfg.batch_size)
-    return max(int(cfg.min_epochs), math.ceil(cfg.min_steps / steps_per_epoch))
+    epochs = max(int(cfg.min_epochs), math.ceil(cfg.min_steps / steps_per_epoch))
+    every = max(1, epochs // max(1, int(cfg.val_checks)))
+    return math.ceil(epochs / every) * every, every
 
 
 def run_command(args: list[str], log_file: Path, threads: int | None) -> None:
@@ -104,6 +108,7 @@ def train_classifier(cfg: DictConfig, folder: Path, direction: str) -> dict[str,
     """One direction's classifier on the subset; its results.json (reused when present)."""
     results = folder / "results.json"
     lm = None if cfg.scratch else cfg.get(f"{direction}_lm")
+    epochs, every = epochs_for(cfg.budget, cfg)
     args = [
         "src.train",
         f"experiment={cfg.recipe}",
@@ -112,7 +117,8 @@ def train_classifier(cfg: DictConfig, folder: Path, direction: str) -> dict[str,
         f"data.batch_size={int(cfg.batch_size)}",
         f"data.reverse={'true' if direction == 'bwd' else 'false'}",
         f"++transfer.ckpt_path={lm if lm else 'null'}",
-        f"trainer.max_epochs={epochs_for(cfg.budget, cfg)}",
+        f"trainer.max_epochs={epochs}",
+        f"trainer.check_val_every_n_epoch={every}",
         f"paths.data_dir={cfg.paths.data_dir}",
         f"paths.cache_dir={cfg.paths.cache_dir}",
         "trainer.enable_progress_bar=false",
@@ -199,7 +205,7 @@ def run_point(cfg: DictConfig) -> dict[str, Any]:
         "overrides": [str(o) for o in cfg.overrides],
         "fwd_lm": None if cfg.scratch else cfg.fwd_lm,
         "bwd_lm": None if cfg.scratch else cfg.bwd_lm,
-        "epochs": epochs_for(cfg.budget, cfg),
+        "epochs": epochs_for(cfg.budget, cfg)[0],
         "methods": methods,
     }
     atomic_write_json(point / "point.json", figures)

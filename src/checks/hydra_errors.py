@@ -112,7 +112,14 @@ def _full_error() -> bool:
 
 
 def report(ex: BaseException) -> bool:
-    """Print ``ex`` as one line per error on stderr if it is a configuration error."""
+    """Print ``ex`` as one line per error on stderr if it is a configuration error (or a failed
+    corpus download, whose message names the URL and the fixes)."""
+    from src.data.download import DownloadError
+
+    if isinstance(ex, DownloadError):
+        sys.stdout.flush()
+        print(f"download error: {ex}", file=sys.stderr, flush=True)
+        return True
     error = ex if isinstance(ex, ConfigError) else from_hydra(ex)
     if error is None:
         return False

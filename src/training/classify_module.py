@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
@@ -28,8 +29,9 @@ class ClassifierModule(L.LightningModule):
     Args are plain dicts of the composed groups so a checkpoint rebuilds the module alone:
     ``model`` (:class:`AWDLSTMConfig`, ``vocab_size`` included), ``task`` (the head's
     ``lin_sizes`` and ``ps``), ``data`` (``bptt``: the encoder's chunk length), ``optim``,
-    ``scheduler``, and ``num_classes``. The entry point sets ``vocab`` and ``classes``; both
-    travel in checkpoints.
+    ``scheduler``, ``num_classes``, and ``class_weights`` (the training loss's per-class
+    weights, ``task.class_weight=balanced``; validation and test losses stay unweighted). The
+    entry point sets ``vocab`` and ``classes``; both travel in checkpoints.
     """
 
     def __init__(
@@ -40,9 +42,12 @@ class ClassifierModule(L.LightningModule):
         optim: dict[str, Any],
         num_classes: int,
         scheduler: dict[str, Any] | None = None,
+        class_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weights", weights, persistent=False)
         self.model = AWDClassifier(
             AWDLSTMConfig(**model),
             num_classes,
@@ -87,7 +92,7 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         tokens, lengths, labels = batch
         logits = self.model(tokens, lengths)
-        loss = F.cross_entropy(logits, labels)
+        loss = F.cross_entropy(logits, labels, weight=self.class_weights)
         size = labels.numel()
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         acc = (logits.argmax(-1) == labels).float().mean()

@@ -128,9 +128,23 @@ def classify_module(cfg: dict[str, Any], datamodule: Any) -> ClassifierModule:
         optim=cfg["optim"],
         num_classes=datamodule.num_classes,
         scheduler=cfg["scheduler"],
+        class_weights=balanced_weights(datamodule) if _balanced(cfg["task"]) else None,
     )
     module.vocab, module.classes = vocab, list(datamodule.classes)
     return module
+
+
+def _balanced(task: dict[str, Any]) -> bool:
+    value = task.get("class_weight", "none")
+    return str(getattr(value, "value", value)) == "balanced"
+
+
+def balanced_weights(datamodule: Any) -> list[float]:
+    """scikit-learn's ``class_weight="balanced"`` over the labelled train documents (the
+    subset): class c weighs n / (C * n_c); a class without documents weighs 0."""
+    counts = list(datamodule.class_counts("train").values())
+    n, c = sum(counts), len(counts)
+    return [n / (c * k) if k else 0.0 for k in counts]
 
 
 CLASSIFY_KEYS = ("loss", "acc", "f1")

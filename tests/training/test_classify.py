@@ -266,3 +266,31 @@ def test_killed_classifier_resumes_exactly(folders: tuple[Path, Path], tmp_path:
     wb = torch.load(last, weights_only=False)["state_dict"]
     for name, tensor in wa.items():
         assert torch.equal(tensor, wb[name]), name
+
+
+def test_balanced_class_weights_follow_the_train_counts(tmp_path: Path) -> None:
+    """task.class_weight=balanced: scikit-learn's n / (C * n_c) over the labelled subset, in
+    the training loss only; the weights travel in the checkpoint's hyperparameters."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from src.training.classify_module import ClassifierModule
+    from src.training.tasks import balanced_weights
+
+    dm = SimpleNamespace(class_counts=lambda split: {"a": 6, "b": 2, "c": 0})
+    assert balanced_weights(dm) == pytest.approx([8 / 18, 8 / 6, 0.0])
+    model = {"emb_size": 8, "hidden_size": 12, "num_layers": 1, "vocab_size": 20}
+    module = ClassifierModule(model, {}, {}, {"name": "adam", "lr": 1e-3}, 3, None, [0.5, 2.0, 1.0])
+    module.log = lambda *a, **k: None
+    module.trainer = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": 0.1}])])
+    tokens, lengths = torch.randint(0, 20, (4, 5)), torch.tensor([5, 4, 3, 2])
+    labels = torch.tensor([0, 1, 1, 2])
+    torch.manual_seed(0)
+    loss = module.training_step((tokens, lengths, labels), 0)
+    torch.manual_seed(0)
+    logits = module.model(tokens, lengths)
+    weights = torch.tensor([0.5, 2.0, 1.0])
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, labels, weight=weights).item())
+    assert loss.item() != pytest.approx(F.cross_entropy(logits, labels).item())
+    assert module.hparams.class_weights == [0.5, 2.0, 1.0]
