@@ -50,6 +50,7 @@ def test_table_means_spreads_and_verdicts(tmp_path: Path, capsys) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_one_point_end_to_end(corpora_dir: Path, tmp_path: Path) -> None:
     """Both directions of experiment=smoke_classify from scratch at 100 labels, their ensemble
     and a one-setting baseline, through the real commands; a rerun reuses every stage. This is

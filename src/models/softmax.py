@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.models.split_nll import cluster_lists, split_forward, split_nll_sum
+from src.models.split_nll import Targets, cluster_lists, split_forward, split_nll_sum
 
 KINDS = ("full", "chunked", "split")
 
@@ -308,16 +308,16 @@ class SplitSoftmax(SoftmaxHead):
         h, t = output.reshape(-1, output.size(-1)), targets.reshape(-1)
         inputs = (h, decoder.weight, decoder.bias, self.tail_vectors, self.tail_bias)
         cluster = torch.bucketize(self.rank[t], t.new_tensor(self.splits), right=True)  # 0: head
-        ranks = (cluster, self.slot[t], self.members, self.edges)
+        ranks = Targets(cluster, self.slot[t], self.members, self.edges)
         if torch.is_autocast_enabled(output.device.type):
             return _reduce(-self._ranked_target_log_probs(decoder, output, targets), reduction)
         if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)):
             with torch.no_grad():
                 f32 = (t if t is None else t.float() for t in inputs)
-                return _reduce(split_forward(*f32, *ranks), reduction)  # type: ignore[arg-type]
+                return _reduce(split_forward(*f32, ranks), reduction)  # type: ignore[arg-type]
         if reduction in ("mean", "sum"):
             scale = 1.0 / max(t.numel(), 1) if reduction == "mean" else 1.0
-            return split_nll_sum(*inputs, *ranks, scale=scale)
+            return split_nll_sum(*inputs, ranks, scale=scale)
         return _reduce(-self._ranked_target_log_probs(decoder, output, targets), reduction)
 
     def extra_repr(self) -> str:

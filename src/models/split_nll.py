@@ -48,6 +48,16 @@ class Grads(NamedTuple):
     vector_bias: Tensor | None
 
 
+class Targets(NamedTuple):
+    """Where the targets fall: ``cluster`` and ``slot`` [N] per token (0: the head), and the
+    clusters' ``members`` [V] and rank ``edges`` [0, *splits, V] (:func:`cluster_lists`)."""
+
+    cluster: Tensor
+    slot: Tensor
+    members: Tensor
+    edges: list[int]
+
+
 def cluster_lists(order: Tensor, edges: list[int]) -> tuple[Tensor, Tensor]:
     """(members [V]: every cluster's ids sorted, clusters in rank order; slot [V]: id -> its
     position in its cluster's list) from ``order`` (rank -> id)."""
@@ -156,17 +166,14 @@ def split_forward(
     bias: Tensor | None,
     vectors: Tensor,
     vector_bias: Tensor,
-    cluster: Tensor,
-    slot: Tensor,
-    members: Tensor,
-    edges: list[int],
+    targets: Targets,
     grads: Grads | None = None,
     scale: float = 1.0,
 ) -> Tensor:
-    """nll [N] per token (``cluster``, ``slot`` [N]: the targets'; ``members`` and ``slot`` as
-    :func:`cluster_lists`; ``edges``: [0, *splits, V]); with ``grads`` (empty tensors where
-    wanted), the gradients of scale * sum nll filled in. The largest tail goes first, while
-    the fewest rows of dL/dW are written."""
+    """nll [N] per token; with ``grads`` (empty tensors where wanted), the gradients of
+    scale * sum nll filled in. The largest tail goes first, while the fewest rows of dL/dW are
+    written."""
+    cluster, slot, members, edges = targets
     nll = h.new_zeros(h.size(0))
     rows_buffer = weight.new_empty(min(BLOCK, weight.size(0)), weight.size(1))
     if grads is not None and grads.h is not None:
@@ -220,18 +227,14 @@ class _SplitNLLSum(torch.autograd.Function):
         bias: Tensor | None,
         vectors: Tensor,
         vector_bias: Tensor,
-        cluster: Tensor,
-        slot: Tensor,
-        members: Tensor,
-        edges: list[int],
+        targets: Targets,
         scale: float,
     ) -> Tensor:
         wanted = ctx.needs_input_grad[:5]
         inputs = (h, weight, bias, vectors, vector_bias)
         pairs = zip(inputs, wanted, strict=True)
         grads = Grads(*(t.new_empty(t.shape) if w else None for t, w in pairs))
-        targets = (cluster, slot, members, edges)
-        nll = split_forward(h, weight, bias, vectors, vector_bias, *targets, grads, scale)
+        nll = split_forward(h, weight, bias, vectors, vector_bias, targets, grads, scale)
         ctx.grads = grads
         return nll.sum().mul_(scale)
 
@@ -242,7 +245,7 @@ class _SplitNLLSum(torch.autograd.Function):
         grads, ctx.grads = ctx.grads, None  # freed with the graph; scaled in place
         if not torch.equal(grad, torch.ones_like(grad)):
             grads = Grads(*(None if t is None else t.mul_(grad) for t in grads))
-        return (*grads, None, None, None, None, None)
+        return (*grads, None, None)
 
 
 def split_nll_sum(
@@ -251,13 +254,9 @@ def split_nll_sum(
     bias: Tensor | None,
     vectors: Tensor,
     vector_bias: Tensor,
-    cluster: Tensor,
-    slot: Tensor,
-    members: Tensor,
-    edges: list[int],
+    targets: Targets,
     scale: float = 1.0,
 ) -> Tensor:
-    """scale * sum of -log p(target) (float32, a scalar), differentiable in h, W, b, C and d;
-    the other arguments as :func:`split_forward`'s."""
+    """scale * sum of -log p(target) (float32, a scalar), differentiable in h, W, b, C and d."""
     f32 = [t if t is None else t.float() for t in (h, weight, bias, vectors, vector_bias)]
-    return _SplitNLLSum.apply(*f32, cluster, slot, members, list(edges), scale)
+    return _SplitNLLSum.apply(*f32, targets._replace(edges=list(targets.edges)), scale)
