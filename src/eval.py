@@ -40,7 +40,7 @@ from src.evaluation.cli_options import describe, pick_device, run_extras
 from src.prediction.classifier_eval import evaluate_classifier
 from src.quant.integer import convert as qconvert
 from src.quant.integer import export as qexport
-from src.quant.integer.engine import IntegerLM
+from src.quant.integer.lm import IntegerLM
 from src.training.checkpoint import is_classifier, load_module
 from src.training.tasks import lm_datamodule
 from src.utils.io import atomic_write_json

@@ -29,7 +29,7 @@ from src.config import register_configs
 from src.quant.integer import convert as qconvert
 from src.quant.integer import export as qexport
 from src.quant.integer import runtime_export
-from src.quant.integer.engine import IntegerLM
+from src.quant.integer.lm import IntegerLM
 from src.training.checkpoint import is_classifier, load_classifier, load_module, read_checkpoint
 
 log = logging.getLogger(__name__)

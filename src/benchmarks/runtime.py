@@ -17,7 +17,7 @@ import torch
 
 from src.quant.integer import kernel as int_kernel
 from src.quant.integer import runtime_export
-from src.quant.integer.engine import IntegerLM
+from src.quant.integer.lm import IntegerLM
 
 __all__ = ["RuntimeScorer"]
 

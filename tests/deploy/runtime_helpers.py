@@ -17,8 +17,8 @@ from hydra import compose, initialize_config_dir
 
 from src.generate import detokenize, prompt_ids
 from src.quant.integer import runtime_export
-from src.quant.integer.engine import IntegerLM
 from src.quant.integer.kernel import compiler
+from src.quant.integer.lm import IntegerLM
 from tests.conftest import CONF_DIR
 
 needs_cc = pytest.mark.skipif(compiler() is None, reason="no C compiler")

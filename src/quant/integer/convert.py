@@ -31,8 +31,9 @@ from src.quant.scheme import GATE_EXPONENT, OUTPUT_EXPONENT
 
 from .conversion import TABLE_KINDS, activation_qparams, folded_bias, gate_tables, require_quantizer
 from .convert_mlstm import convert_mlstm_layer
-from .engine import IntegerDecoder, IntegerEmbedding, IntegerLM, IntegerLSTMLayer
+from .engine import IntegerEmbedding, IntegerLSTMLayer
 from .fixed_point import quantize_multiplier, quantize_multipliers
+from .lm import IntegerDecoder, IntegerLM
 
 __all__ = ["TABLE_KINDS", "convert", "convert_layer"]
 

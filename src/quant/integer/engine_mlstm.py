@@ -1,6 +1,6 @@
 """Integer-arithmetic-only mLSTM layer (the integer twin of :mod:`src.quant.qat.mlstm`).
 
-It plugs into :class:`~.engine.IntegerLM` beside :class:`IntegerLSTMLayer` (same call:
+It plugs into :class:`~.lm.IntegerLM` beside :class:`IntegerLSTMLayer` (same call:
 int8 codes in, int8 codes out, state ``(h int8, c int16)``). Notation as in
 :mod:`src.quant.integer.engine` (``MBQM`` = round(acc M) with a fixed-point multiplier, ``sat_b``
 saturation, real = s (q - z)). Per step, with int32 accumulators::

@@ -21,8 +21,9 @@ import torch
 
 from src.utils.io import atomic_write
 
-from .engine import IntegerDecoder, IntegerEmbedding, IntegerLM, IntegerLSTMLayer
+from .engine import IntegerEmbedding, IntegerLSTMLayer
 from .engine_mlstm import IntegerMLSTMLayer
+from .lm import IntegerDecoder, IntegerLM
 from .lut import Int16LUT
 
 __all__ = [

@@ -29,9 +29,10 @@ from torch import Tensor
 
 from src.utils.io import atomic_write
 
-from .engine import IntegerLM, IntegerLSTMLayer
+from .engine import IntegerLSTMLayer
 from .engine_mlstm import IntegerMLSTMLayer
 from .kernel import direct_table
+from .lm import IntegerLM
 
 __all__ = ["HEADER", "MAGIC", "VERSION", "encode", "read_header", "write"]
 

@@ -18,8 +18,8 @@ from typing import Any
 from src.utils.io import atomic_write
 
 from . import model_bin
-from .engine import IntegerLM
 from .kernel import RUNTIME_DIR, compiler
+from .lm import IntegerLM
 
 __all__ = ["BINARY", "BUILD_COMMAND", "SOURCES", "build", "strip_size", "write_runtime"]
 

@@ -1,6 +1,6 @@
 """The integer model's loss in row blocks: the same float32 numbers as one ``cross_entropy``.
 
-:meth:`~src.quant.integer.engine.IntegerLM.score` computes, over all N rows at once::
+:meth:`~src.quant.integer.lm.IntegerLM.score` computes, over all N rows at once::
 
     acc = h W^T + bias          int32 [N, V]   (exact)
     logits = float32(acc) * s   float32 [N, V] (one rounding each: the conversion, the product)
