@@ -56,7 +56,8 @@ class CurveConfig:
     seed: int = 0  # data.subset_seed: which stratified subset
     fwd_lm: str | None = None  # forward language model (best.ckpt of ulmfit_wt2_fwd)
     bwd_lm: str | None = None  # backward language model (best.ckpt of ulmfit_wt2_bwd)
-    scratch: bool = False  # both directions without a language model (the ablation)
+    scratch: bool = False  # every direction without a language model (the ablation)
+    directions: list[str] = field(default_factory=lambda: ["fwd", "bwd"])  # those to train
     recipe: str = "ulmfit_curve_clas"  # the classifier's experiment= config
     overrides: list[str] = field(default_factory=list)  # more src.train overrides (ablations)
     batch_size: int = 32  # data.batch_size of the classifiers
@@ -184,9 +185,13 @@ def baseline(cfg: DictConfig) -> dict[str, Any]:
 def run_point(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and compare at one (budget, seed); the content of point.json."""
     point = Path(cfg.root) / cfg.name / f"b{budget_name(cfg.budget)}" / f"s{int(cfg.seed)}"
-    directions = [d for d in ("fwd", "bwd") if cfg.scratch or cfg.get(f"{d}_lm")]
+    unknown = sorted(set(cfg.directions) - {"fwd", "bwd"})
+    if unknown:
+        raise ValueError(f"directions: {unknown} unknown; a list of fwd and bwd")
+    wanted = [d for d in ("fwd", "bwd") if d in cfg.directions]
+    directions = [d for d in wanted if cfg.scratch or cfg.get(f"{d}_lm")]
     if not directions:
-        raise ValueError("fwd_lm and bwd_lm are both null: give a language model or scratch=true")
+        raise ValueError("no language model for the directions: give fwd_lm/bwd_lm or scratch=true")
     for d in directions:
         lm = cfg.get(f"{d}_lm")
         if lm and not cfg.scratch and not Path(lm).is_file():
