@@ -43,15 +43,16 @@ curve)  # 3 subsets below all, one of all, with the recipe
     (for seed in 0 1 2; do curve budget=300 seed=$seed "${LMS[@]}" "$(ov)"; done
      curve budget=null seed=0 "${LMS[@]}" "$(ov)") &
     wait ;;
-ablate)  # one lever at a time at 1,000 labels, seed 0, forward only
-    common=(budget=1000 seed=0 baseline=false)
-    (curve name=abl_scratch "${common[@]}" scratch=true directions=[fwd] "$(ov)"
-     curve name=abl_lm_1000_steps "${common[@]}" fwd_lm=outputs/lm_snapshots/fwd_step1000.ckpt "$(ov)"
-     curve name=abl_first_256 "${common[@]}" "fwd_lm=$FWD" "$(ov data.max_len=256)") &
-    (curve name=abl_lr_1e-2 "${common[@]}" "fwd_lm=$FWD" "$(ov optim.lr=1.0e-2)"
-     curve name=abl_drop_half "${common[@]}" "fwd_lm=$FWD" "$(ov model.dropout_emb=0.025 \
-         model.dropout_input=0.2 model.dropout_hidden=0.15 model.weight_drop=0.25 \
-         'task.ps=[0.2,0.05]')") &
+ablate)  # one lever at a time at 300 labels, seed 0, forward only (reference: the curve's
+    # point), one after the other (a third lane beside `curve`)
+    common=(budget=300 seed=0 baseline=false)
+    curve name=abl_scratch "${common[@]}" scratch=true directions=[fwd] "$(ov)"
+    curve name=abl_lm_1000_steps "${common[@]}" fwd_lm=outputs/lm_snapshots/fwd_step1000.ckpt "$(ov)"
+    curve name=abl_first_256 "${common[@]}" "fwd_lm=$FWD" "$(ov data.max_len=256)"
+    curve name=abl_lr_1e-2 "${common[@]}" "fwd_lm=$FWD" "$(ov optim.lr=1.0e-2)"
+    curve name=abl_drop_half "${common[@]}" "fwd_lm=$FWD" "$(ov model.dropout_emb=0.025 \
+        model.dropout_input=0.2 model.dropout_hidden=0.15 model.weight_drop=0.25 \
+        'task.ps=[0.2,0.05]')"
     wait ;;
 *)
     echo "usage: $0 pretrain|select|curve|ablate" >&2
