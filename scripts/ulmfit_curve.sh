@@ -6,7 +6,8 @@
 #   AWD_DATA_DIR=../shared/corpora bash scripts/ulmfit_curve.sh pretrain   # ~35 min, 2 cores
 #   AWD_DATA_DIR=../shared/corpora bash scripts/ulmfit_curve.sh select     # the recipe's choice
 #   RECIPE=task.class_weight=balanced AWD_DATA_DIR=../shared/corpora \
-#       bash scripts/ulmfit_curve.sh curve            # RECIPE: what `select` chose
+#       bash scripts/ulmfit_curve.sh curve            # RECIPE: what `select` chose (now also
+#                                                     # ulmfit_curve_clas's default)
 #   RECIPE=... AWD_DATA_DIR=../shared/corpora bash scripts/ulmfit_curve.sh ablate
 #   python -m src.benchmarks.curve_table outputs/curve --plot docs/ulmfit_curve.png
 set -euo pipefail
@@ -33,7 +34,7 @@ pretrain)  # one WikiText-2 epoch each, forwards and backwards, side by side
     python -m src.train experiment=ulmfit_wt2_bwd hydra.run.dir=outputs/ulmfit_wt2_bwd &
     wait ;;
 select)  # class weights or not, on validation only (300 labels, seed 0, forward)
-    curve name=select_cw_none budget=300 "fwd_lm=$FWD" baseline=false &
+    curve name=select_cw_none budget=300 "fwd_lm=$FWD" baseline=false "$(ov task.class_weight=none)" &
     curve name=select_cw_balanced budget=300 "fwd_lm=$FWD" baseline=false \
         "$(ov task.class_weight=balanced)" &
     wait ;;
