@@ -33,6 +33,11 @@ pretrain)  # one WikiText-2 epoch each, forwards and backwards, side by side
     python -m src.train experiment=ulmfit_wt2_fwd hydra.run.dir=outputs/ulmfit_wt2_fwd &
     python -m src.train experiment=ulmfit_wt2_bwd hydra.run.dir=outputs/ulmfit_wt2_bwd &
     wait ;;
+pretrain2)  # a second epoch of the forward model, in a copy of its run folder (2 threads)
+    rm -rf outputs/ulmfit_wt2_fwd_2ep && cp -r outputs/ulmfit_wt2_fwd outputs/ulmfit_wt2_fwd_2ep
+    OMP_NUM_THREADS=2 python -m src.train experiment=ulmfit_wt2_fwd \
+        hydra.run.dir=outputs/ulmfit_wt2_fwd_2ep trainer.max_epochs=2 \
+        ckpt_path=outputs/ulmfit_wt2_fwd_2ep/checkpoints/last.ckpt ;;
 select)  # class weights or not, on validation only (300 labels, seed 0, forward)
     curve name=select_cw_none budget=300 "fwd_lm=$FWD" baseline=false "$(ov task.class_weight=none)" &
     curve name=select_cw_balanced budget=300 "fwd_lm=$FWD" baseline=false \
@@ -51,11 +56,13 @@ ablate)  # one lever at a time at 300 labels, seed 0, forward only (reference: t
     curve name=abl_lm_1000_steps "${common[@]}" fwd_lm=outputs/lm_snapshots/fwd_step1000.ckpt "$(ov)"
     curve name=abl_first_256 "${common[@]}" "fwd_lm=$FWD" "$(ov data.max_len=256)"
     curve name=abl_lr_1e-2 "${common[@]}" "fwd_lm=$FWD" "$(ov optim.lr=1.0e-2)"
+    curve name=abl_lm_2_epochs "${common[@]}" directions=[fwd] \
+        fwd_lm=outputs/ulmfit_wt2_fwd_2ep/checkpoints/best.ckpt "$(ov)"
     curve name=abl_drop_half "${common[@]}" "fwd_lm=$FWD" "$(ov model.dropout_emb=0.025 \
         model.dropout_input=0.2 model.dropout_hidden=0.15 model.weight_drop=0.25 \
         'task.ps=[0.2,0.05]')"
     wait ;;
 *)
-    echo "usage: $0 pretrain|select|curve|ablate" >&2
+    echo "usage: $0 pretrain|pretrain2|select|curve|ablate" >&2
     exit 2 ;;
 esac
