@@ -208,7 +208,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 "evaluate a language model or an exported file on its own"
             )
         results = _evaluate_classifier(cfg, ckpt_paths)
-        _write_results(cfg, ckpt_paths[0], results, first=ckpt_paths[0])
+        _write_results(cfg, ckpt_paths[0], results)
         return results
     ckpt_path = ckpt_paths[0]
     if engine == "float" and is_classifier_file(ckpt_path):
@@ -234,16 +234,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-def _write_results(
-    cfg: DictConfig, ckpt_path: Path, results: dict[str, Any], first: Path | None = None
-) -> None:
-    """``<checkpoint>.eval-<split>-<engine>.json`` beside the checkpoint (an ensemble: beside
-    its first, ``ensemble-<n>.eval-...``), or ``out``."""
-    name = f"{ckpt_path.stem}.eval-{cfg.split.value}-{results['engine']}.json"
-    if first is not None:
-        n = len(results["ckpt_path"])
-        name = f"ensemble-{n}.eval-{cfg.split.value}-{results['engine']}.json"
-        ckpt_path = first
+def _write_results(cfg: DictConfig, ckpt_path: Path, results: dict[str, Any]) -> None:
+    """``<checkpoint>.eval-<split>-<engine>.json`` beside ``ckpt_path`` (an ensemble, whose
+    ``results["ckpt_path"]`` lists its members: ``ensemble-<n>.eval-...`` beside the first),
+    or ``out``."""
+    members = results["ckpt_path"]
+    stem = f"ensemble-{len(members)}" if isinstance(members, list) else ckpt_path.stem
+    name = f"{stem}.eval-{cfg.split.value}-{results['engine']}.json"
     out = Path(cfg.out) if cfg.out else ckpt_path.with_name(name)
     atomic_write_json(out, results)
     log.info("wrote %s", out)

@@ -77,6 +77,11 @@ def budget_name(budget: int | None) -> str:
     return "all" if budget is None else str(budget)
 
 
+def budget_override(budget: int | None) -> str:
+    """The budget as a Hydra value (``null``: all of train)."""
+    return "null" if budget is None else str(int(budget))
+
+
 def epochs_for(budget: int | None, cfg: DictConfig) -> tuple[int, int]:
     """(epochs, validate every k epochs): at least ``min_steps`` optimizer steps and
     ``min_epochs`` epochs, at most ``val_checks`` validations, the last epoch validated."""
@@ -113,7 +118,7 @@ def train_classifier(cfg: DictConfig, folder: Path, direction: str) -> dict[str,
     args = [
         "src.train",
         f"experiment={cfg.recipe}",
-        f"data.train_subset={'null' if cfg.budget is None else int(cfg.budget)}",
+        f"data.train_subset={budget_override(cfg.budget)}",
         f"data.subset_seed={int(cfg.seed)}",
         f"data.batch_size={int(cfg.batch_size)}",
         f"data.reverse={'true' if direction == 'bwd' else 'false'}",
@@ -144,7 +149,7 @@ def train_classifier(cfg: DictConfig, folder: Path, direction: str) -> dict[str,
 def ensemble(cfg: DictConfig, point: Path, members: list[str]) -> dict[str, Any]:
     """``src.eval`` of the forward + backward pair on valid and test (mean probabilities)."""
     out: dict[str, Any] = {}
-    for split, key in (("valid", "valid"), ("test", "test")):
+    for split in ("valid", "test"):
         target = point / f"ensemble_{split}.json"
         args = [
             "src.eval",
@@ -158,8 +163,8 @@ def ensemble(cfg: DictConfig, point: Path, members: list[str]) -> dict[str, Any]
         if not target.is_file():
             run_command(args, point / f"ensemble_{split}.log", cfg.threads)
         figures = json.loads(target.read_text())
-        out[f"{key}_acc"], out[f"{key}_f1"] = figures["acc"], figures["f1"]
-        out[f"{key}_command"] = "python -m " + " ".join(args)
+        out[f"{split}_acc"], out[f"{split}_f1"] = figures["acc"], figures["f1"]
+        out[f"{split}_command"] = "python -m " + " ".join(args)
     return out
 
 
@@ -169,7 +174,7 @@ def baseline(cfg: DictConfig) -> dict[str, Any]:
     args = [
         "src.benchmarks.baseline",
         "data=wt2_sections",
-        f"budget={'null' if cfg.budget is None else int(cfg.budget)}",
+        f"budget={budget_override(cfg.budget)}",
         f"seeds=[{int(cfg.seed)}]",
         f"paths.data_dir={cfg.paths.data_dir}",
         *[str(o) for o in cfg.baseline_overrides],

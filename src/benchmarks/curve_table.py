@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from src.benchmarks.curve import WT2_SECTIONS_TRAIN
 from src.utils.io import atomic_path, atomic_write_text
 
 METHOD_ORDER = ("baseline", "fwd", "bwd", "ensemble")
@@ -91,7 +92,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        labels = "all (2,760)" if r["budget"] is None else f"{r['budget']:,}"
+        labels = f"all ({WT2_SECTIONS_TRAIN:,})" if r["budget"] is None else f"{r['budget']:,}"
         verdict = wins.get((r["name"], r["budget"]), "") if r["method"] == "ensemble" else ""
         lines.append(
             f"| {r['name']} | {labels} | {r['method']} | {len(r['seeds'])} | "
@@ -101,7 +102,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict[str, Any]], path: Path, total: int = 2760) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, total: int = WT2_SECTIONS_TRAIN) -> None:
     """Test accuracy and macro F1 against labelled paragraphs (log scale), one line per
     (curve, method), error bars one sample standard deviation; written atomically."""
     import matplotlib
