@@ -23,7 +23,8 @@ Two more measurements (``conf/bench.yaml``):
   machine).
 * ``softmax_bench=true``: one training step of the loss alone (forward and backward) for each
   ``loss.softmax`` kind at V = 267,735, E = 400, 1,400 tokens (``softmax.*``): loss, tokens/s
-  and peak memory of the step (``src.benchmarks.softmax``; each kind in a fresh process on CPU).
+  and peak memory of the step beside torch's adaptive softmax (``src.benchmarks.softmax``; speed
+  interleaved in one process, peak memory in a fresh process per kind on CPU).
 """
 
 from __future__ import annotations

@@ -131,7 +131,8 @@ def test_bench_mixed_precision_rows(tmp_path: Path) -> None:
 
 def test_softmax_bench_at_a_small_vocabulary(tmp_path: Path) -> None:
     """``softmax_bench=true`` (tiny V through the overrides): every kind's loss, tokens/s and peak
-    memory, each kind measured in a fresh process; full and chunked give the same loss."""
+    memory (peak in a fresh process per kind, speed interleaved in one); full and chunked give
+    the same loss; the split/reference ratio is the median of the rounds' paired ratios."""
     cmd = [
         sys.executable,
         "-m",
@@ -144,7 +145,7 @@ def test_softmax_bench_at_a_small_vocabulary(tmp_path: Path) -> None:
         "softmax.emb=16",
         "softmax.tokens=200",
         "softmax.chunk_size=16",
-        "softmax.steps=1",
+        "softmax.steps=3",
         "warmup=1",
         "steps=1",
         "rounds=1",
@@ -163,6 +164,7 @@ def test_softmax_bench_at_a_small_vocabulary(tmp_path: Path) -> None:
         assert math.isfinite(figures[f"softmax/{kind}/loss"])
     assert figures["softmax/chunked/loss"] == pytest.approx(figures["softmax/full/loss"], rel=1e-5)
     assert "peak" in figures["softmax/memory"] and "peak memory:" in proc.stdout
-    speed = figures["softmax/split/tokens_per_s"] / figures["softmax/adaptive_torch/tokens_per_s"]
-    assert figures["softmax/split/vs_adaptive_torch"] == pytest.approx(speed, rel=0.01)
+    paired = figures["softmax/split/vs_adaptive_torch_rounds"]
+    assert len(paired) == 3 and all(r > 0 for r in paired)
+    assert figures["softmax/split/vs_adaptive_torch"] == sorted(paired)[1]
     assert figures["softmax/split/peak_vs_adaptive_torch"] >= 0

@@ -10,15 +10,20 @@ split head is ranked by those frequencies. Beside the ``loss.softmax`` kinds, th
 ``div_value=1`` (the same structure, untied: its own weights, the targets given as ranks), and
 the split head's speed and peak as ratios to it (``softmax/split/vs_adaptive_torch``,
 ``softmax/split/peak_vs_adaptive_torch``). The figures per kind: the loss (``full`` and
-``chunked`` agree), tokens per second (median of ``steps`` timed steps after the measured one)
-and the peak memory of one step above what the inputs already hold:
+``chunked`` agree), the peak memory of one step above what the inputs already hold, and tokens
+per second:
 
-* CPU: each kind runs in a fresh child process (``python -m src.benchmarks.softmax SPEC``).
-  The peak resident memory is reset just before the step (``/proc/self/clear_refs``, then
-  ``VmHWM``); where that is not allowed, ``ru_maxrss`` is used (its setup allocates no
-  temporaries, so the peak before the step is the baseline). Large tensors are mmapped by
-  glibc and returned on free, so resident memory follows the live tensors.
-* CUDA: in-process, ``torch.cuda.max_memory_allocated`` above ``memory_allocated`` before.
+* Speed: every kind in this process on the same inputs, one warm-up step each, then ``steps``
+  rounds of one step per kind in turn (these machines are noisy: a ratio is only trusted between
+  runs interleaved in one process). Tokens/s from each kind's median step; ``vs_adaptive_torch``
+  is the median over rounds of the paired ratio t(adaptive_torch) / t(split).
+* Peak memory, CPU: each kind in a fresh child process (``python -m src.benchmarks.softmax
+  SPEC``). The peak resident memory is reset just before the step (``/proc/self/clear_refs``,
+  then ``VmHWM``); where that is not allowed, ``ru_maxrss`` is used (its setup allocates no
+  temporaries, so the peak before the step is the baseline). Large tensors are mmapped by glibc
+  and returned on free, so resident memory follows the live tensors.
+* Peak memory, CUDA: in-process, ``torch.cuda.max_memory_allocated`` above ``memory_allocated``
+  before.
 """
 
 from __future__ import annotations
@@ -125,18 +130,17 @@ def _reset_peak_rss() -> bool:
     return _status_kb("VmHWM") is not None
 
 
-def measure(
+def measure_peak(
     kind: str,
     vocab: int,
     emb: int,
     tokens: int,
     chunk_size: int,
     splits: list[int] | None,
-    steps: int,
     seed: int,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """One kind: its loss, peak MiB of one step above the inputs, tokens/s (module docstring)."""
+    """One kind's loss and the peak MiB of one step above the inputs (module docstring)."""
     dev = torch.device(device)
     decoder, h, targets, counts = build_inputs(vocab, emb, tokens, seed, dev)
     head = build_head(kind, vocab, emb, chunk_size, splits).to(dev)
@@ -161,28 +165,49 @@ def measure(
         loss = train_step(head, decoder, h, targets)
         peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
         how = "fresh process per kind: ru_maxrss after the step above ru_maxrss before"
-    times = []
-    for _ in range(steps):
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        start = time.perf_counter()
-        train_step(head, decoder, h, targets)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times) if times else float("nan")
     return {
         "loss": loss,
         "peak_mb": peak / MIB,
-        "seconds": seconds,
-        "tokens_per_s": tokens / seconds,
         "memory": how,
         "splits": getattr(head, "splits", None),
     }
 
 
+def time_rounds(
+    kinds: list[str],
+    vocab: int,
+    emb: int,
+    tokens: int,
+    chunk_size: int,
+    splits: list[int] | None,
+    steps: int,
+    seed: int,
+    device: str = "cpu",
+) -> dict[str, list[float]]:
+    """Seconds of each kind's step over ``steps`` rounds, the kinds interleaved in this process
+    on the same inputs (one untimed warm-up step each first)."""
+    dev = torch.device(device)
+    decoder, h, targets, counts = build_inputs(vocab, emb, tokens, seed, dev)
+    heads = {}
+    for kind in kinds:
+        heads[kind] = build_head(kind, vocab, emb, chunk_size, splits).to(dev)
+        heads[kind].order_by_frequency(counts)
+        train_step(heads[kind], decoder, h, targets)
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for _ in range(steps):
+        for kind, head in heads.items():
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            start = time.perf_counter()
+            train_step(head, decoder, h, targets)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            times[kind].append(time.perf_counter() - start)
+    return times
+
+
 def _child(spec: dict[str, Any], threads: int) -> dict[str, Any]:
-    """:func:`measure` in a fresh Python process (its own peak memory)."""
+    """:func:`measure_peak` in a fresh Python process (its own peak memory)."""
     cmd = [sys.executable, "-m", "src.benchmarks.softmax", json.dumps(spec), str(threads)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -200,18 +225,24 @@ def softmax_bench(cfg: Any) -> dict[str, Any]:
         "tokens": int(s.tokens),
         "chunk_size": int(s.chunk_size),
         "splits": splits,
-        "steps": int(s.steps),
         "seed": int(cfg.seed),
         "device": str(cfg.device),
     }
+    steps = max(int(s.steps), 1)
+    kinds = [str(kind) for kind in s.kinds]
     results = {}
-    for kind in s.kinds:
-        spec = {**base, "kind": str(kind)}
+    for kind in kinds:
+        spec = {**base, "kind": kind}
         if torch.device(cfg.device).type == "cuda":
-            results[kind] = measure(**spec)
+            results[kind] = measure_peak(**spec)
         else:
             results[kind] = _child(spec, torch.get_num_threads())
+    times = time_rounds(kinds, steps=steps, **base)
+    for kind, r in results.items():
+        r["seconds"] = statistics.median(times[kind])
+        r["tokens_per_s"] = base["tokens"] / r["seconds"]
     figures: dict[str, Any] = {f"softmax/{k}": v for k, v in base.items() if k != "device"}
+    figures["softmax/steps"] = steps
     for kind, r in results.items():
         figures["softmax/memory"] = r["memory"]
         if r["splits"] is not None:
@@ -222,10 +253,10 @@ def softmax_bench(cfg: Any) -> dict[str, Any]:
         ratio = results["chunked"]["peak_mb"] / max(results["full"]["peak_mb"], 1e-9)
         figures["softmax/chunked/peak_vs_full"] = round(ratio, 3)
     if "split" in results and ADAPTIVE in results:
-        split, ref = results["split"], results[ADAPTIVE]
-        speed = split["tokens_per_s"] / ref["tokens_per_s"]
-        figures[f"softmax/split/vs_{ADAPTIVE}"] = round(speed, 3)
-        peak = split["peak_mb"] / max(ref["peak_mb"], 1e-9)
+        paired = [r / t for r, t in zip(times[ADAPTIVE], times["split"], strict=True)]
+        figures[f"softmax/split/vs_{ADAPTIVE}"] = round(statistics.median(paired), 3)
+        figures[f"softmax/split/vs_{ADAPTIVE}_rounds"] = [round(x, 3) for x in paired]
+        peak = results["split"]["peak_mb"] / max(results[ADAPTIVE]["peak_mb"], 1e-9)
         figures[f"softmax/split/peak_vs_{ADAPTIVE}"] = round(peak, 3)
     print_table(results, base, figures.get("softmax/memory", ""))
     return figures
@@ -260,4 +291,4 @@ def print_table(results: dict[str, dict[str, Any]], base: dict[str, Any], how: s
 
 if __name__ == "__main__":
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else torch.get_num_threads())
-    print(json.dumps(measure(**json.loads(sys.argv[1]))), flush=True)
+    print(json.dumps(measure_peak(**json.loads(sys.argv[1]))), flush=True)

@@ -18,12 +18,14 @@ d nll / d z = softmax(z) - onehot = P (per softmax):
 
     dL/dW_k = scale P_k^T h_k,  dL/db_k = scale sum_i P_k,i,  dL/dh_i = scale (p_i W_k - W_{t_i})
 
-A tail's rows are gathered ``BLOCK`` ranks at a time, once: its softmax is accumulated online
-over the blocks (running max m_i, sum s_i = sum_j exp(z_ij - m_i), and a_i = sum_j exp(z_ij - m_i)
-W_j for p_i W_k = a_i / s_i; each rescaled by exp(m_old - m_new) when the max grows), its
-exp-logits kept; a second pass turns them into P_k block by block. Every row of dL/dW is written
-exactly once (the clusters partition the ids): one [V, E] tensor, with no zero fill, no ranked
-copy of W and no scatter-add; at most one tail's logits exist at a time.
+A tail's rows are gathered ``BLOCK`` ranks at a time, once, and its logits are token-major
+(h_k W_j^T: [n, block], the faster GEMM orientation for a few hundred tokens). Its softmax is
+accumulated online over the blocks (running max m_i, sum s_i = sum_j exp(z_ij - m_i), and
+a_i = sum_j exp(z_ij - m_i) W_j for p_i W_k = a_i / s_i; each rescaled by exp(m_old - m_new) when
+the max grows), its exp-logits kept; a second pass turns them into P_k block by block. Every row
+of dL/dW is written exactly once (the clusters partition the ids): one [V, E] tensor, with no
+zero fill, no ranked copy of W and no scatter-add; at most one tail's logits exist at a time.
+Scattered rows move through :func:`copy_rows` (16-byte elements).
 """
 
 from __future__ import annotations
@@ -82,15 +84,41 @@ def _blocks(within: Tensor, size: int) -> list[tuple[int, Tensor, Tensor]]:
     ]
 
 
-def _exp_store(hk: Tensor, size: int, grads: Grads | None) -> tuple[Tensor | None, bool]:
-    """Where a tail's exp-logits [S, n] wait for the second pass: None without gradients; the
-    first n columns of their own rows of dL/dW when a token fits in a row (n <= E: the rows are
-    written in the second pass anyway, so the wait costs no memory); else a [S, n] tensor."""
+def copy_rows(dst: Tensor, index: Tensor, src: Tensor) -> Tensor:
+    """``dst.index_copy_(0, index, src)`` for 2-D float32 tensors, bit for bit, through the widest
+    element (complex128, float64) that tiles the rows: ATen copies an element at a time, so 16-byte
+    elements move the bytes about three times faster."""
+    for wide, floats in ((torch.complex128, 4), (torch.float64, 2)):
+        if all(
+            t.dtype == torch.float32
+            and t.stride(1) == 1
+            and t.size(1) % floats == 0
+            and t.stride(0) % floats == 0
+            and t.storage_offset() % floats == 0
+            and t.data_ptr() % (4 * floats) == 0
+            for t in (dst, src)
+        ):
+            dst.view(wide).index_copy_(0, index, src.view(wide))
+            return dst
+    return dst.index_copy_(0, index, src)
+
+
+def _rounded(n: int) -> int:
+    """n rounded up to a multiple of 4: a stored block of exp-logits moves as 16-byte elements."""
+    return -(-n // 4) * 4
+
+
+def _exp_store(n: int, size: int, grads: Grads | None, like: Tensor) -> tuple[Tensor | None, bool]:
+    """Where a tail's exp-logits wait for the second pass (as raw [n', block] blocks, n' = n
+    rounded up to 4): None without gradients; the first n' columns of their own rows of dL/dW
+    when n' <= E (the rows are written in the second pass anyway, so the wait costs no memory);
+    else a flat tensor of n' * size floats."""
     if grads is None:
         return None, False
-    if grads.weight is not None and hk.size(0) <= grads.weight.size(1):
-        return grads.weight[:, : hk.size(0)], True
-    return hk.new_empty(size, hk.size(0)), False
+    width = _rounded(n)
+    if grads.weight is not None and width <= grads.weight.size(1):
+        return grads.weight[:, :width], True
+    return like.new_empty(width * size), False
 
 
 def _tail(
@@ -106,31 +134,39 @@ def _tail(
     """One tail's (nll [n], dL/dh_k [n, E] or None); with ``grads``, its rows of dL/dW and dL/db
     written there (``rows_buffer`` [BLOCK, E]: the gathered rows, then their gradients).
 
-    Block j keeps e_j = exp(z_j - m_j) (its own max), its sums s_j and, for dL/dh,
-    a_j = e_j^T W_j; they are combined with the weights exp(m_j - m) afterwards."""
-    blocks = _blocks(within, ids.numel())
+    Logits are token-major, z_j = h_k W_j^T + b_j [n, block]. Block j keeps e_j = exp(z_j - m_j)
+    (its own max), its sums s_j and, for dL/dh, a_j = e_j W_j; they are combined with the weights
+    exp(m_j - m) afterwards."""
+    n, size = hk.size(0), ids.numel()
+    blocks = _blocks(within, size)
     target_ids = ids.index_select(0, within)
     target = (hk * weight.index_select(0, target_ids)).sum(1)  # z_t = h . W_t + b_t
-    tail_bias = None if bias is None else bias.index_select(0, ids).unsqueeze(1)
+    tail_bias = None if bias is None else bias.index_select(0, ids)
     want_h = grads is not None and grads.h is not None
-    store, in_rows = _exp_store(hk, ids.numel(), grads)
-    scratch = hk.new_empty(min(BLOCK, ids.numel()), hk.size(0))  # one block's [block, n]
+    store, in_rows = _exp_store(n, size, grads, hk)
+    width = _rounded(n)
+    scratch = hk.new_empty(width * min(BLOCK, size))  # one block's [n', block], flat
     maxes, sums, accs = [], [], []
     for a, _, _ in blocks:
         block = ids[a : a + BLOCK]
-        w = torch.index_select(weight, 0, block, out=rows_buffer[: block.numel()])
-        z = store[a : a + BLOCK] if store is not None and not in_rows else scratch[: block.numel()]
-        if tail_bias is None:
-            torch.mm(w, hk.t(), out=z)
+        nb = block.numel()
+        w = torch.index_select(weight, 0, block, out=rows_buffer[:nb])
+        if store is None or in_rows:
+            raw = scratch[: width * nb].view(width, nb)
         else:
-            torch.addmm(tail_bias[a : a + BLOCK], w, hk.t(), out=z)
-        maxes.append(z.amax(0))
-        e = z.sub_(maxes[-1]).exp_()
-        sums.append(e.sum(0))
+            raw = store[width * a : width * (a + nb)].view(width, nb)
+        z = raw[:n]
+        if tail_bias is None:
+            torch.mm(hk, w.t(), out=z)
+        else:
+            torch.addmm(tail_bias[a : a + nb], hk, w.t(), out=z)
+        maxes.append(z.amax(1))
+        e = z.sub_(maxes[-1].unsqueeze(1)).exp_()
+        sums.append(e.sum(1))
         if want_h:
-            accs.append(e.t() @ w)
+            accs.append(e @ w)
         if in_rows and store is not None:
-            store.index_copy_(0, block, e)
+            copy_rows(store, block, raw.view(nb, width))  # the block's bytes, in its own rows
     m = torch.stack(maxes).amax(0)
     weights = (torch.stack(maxes) - m).exp_()  # [blocks, n]
     s = (weights * torch.stack(sums)).sum(0)
@@ -143,17 +179,19 @@ def _tail(
     minus = hk.new_full((within.numel(),), -scale)
     for j, (a, rows, columns) in enumerate(blocks):
         block = ids[a : a + BLOCK]
+        nb = block.numel()
         if in_rows:
-            p = torch.index_select(store, 0, block, out=scratch[: block.numel()])
+            raw = torch.index_select(store, 0, block, out=scratch[: width * nb].view(nb, width))
+            p = raw.view(width, nb)[:n]
         else:
-            p = store[a : a + BLOCK]
-        p.mul_(norm[j])  # the block's softmax, then its gradient
-        p.index_put_((rows, columns), minus[: rows.numel()], accumulate=True)
+            p = store[width * a : width * (a + nb)].view(width, nb)[:n]
+        p.mul_(norm[j].unsqueeze(1))  # the block's softmax, then its gradient
+        p.index_put_((columns, rows), minus[: rows.numel()], accumulate=True)
         if grads.bias is not None:
-            grads.bias.index_copy_(0, block, p.sum(1))
+            grads.bias.index_copy_(0, block, p.sum(0))
         if grads.weight is not None:
-            grad_rows = torch.mm(p, hk, out=rows_buffer[: block.numel()])
-            grads.weight.index_copy_(0, block, grad_rows)
+            grad_rows = torch.mm(p.t(), hk, out=rows_buffer[:nb])
+            copy_rows(grads.weight, block, grad_rows)
     if not want_h:
         return nll, None
     acc = (torch.stack(accs) * norm.unsqueeze(2)).sum(0)  # scale p_i W_k
@@ -206,7 +244,7 @@ def split_forward(
             grads.h.addmm_(p, head_w)
         grad_head_w, grad_head_b = p.t() @ h, p.sum(0)
         if grads.weight is not None:
-            grads.weight.index_copy_(0, head_ids, grad_head_w[:s1])
+            copy_rows(grads.weight, head_ids, grad_head_w[:s1])
         if grads.bias is not None:
             grads.bias.index_copy_(0, head_ids, grad_head_b[:s1])
         if grads.vectors is not None:

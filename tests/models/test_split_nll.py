@@ -72,7 +72,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("tokens", [8, 40])  # 8 <= E: a tail's exp-logits wait in dL/dW's rows
+# tokens <= E once rounded up to 4: a tail's exp-logits wait in dL/dW's own rows
+@pytest.mark.parametrize("tokens", [8, 11, 40])
 @pytest.mark.parametrize("block", [16384, 7])
 @pytest.mark.parametrize(("splits", "bias", "top"), CASES)
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -149,3 +150,19 @@ def test_cluster_lists_are_rebuilt_when_a_checkpoint_loads() -> None:
         assert torch.equal(loaded.slot[members], torch.arange(b - a))
     h, t = torch.randn(8, E), torch.randint(0, V, (8,))
     assert torch.equal(loaded.nll(dec, h, t), head.nll(dec, h, t))
+
+
+@pytest.mark.parametrize("width", [12, 10, 7])  # 16-byte, 8-byte and 4-byte elements
+@pytest.mark.parametrize("narrow", [False, True])
+def test_copy_rows_is_index_copy_bit_for_bit(width: int, narrow: bool) -> None:
+    g = torch.Generator().manual_seed(3)
+    dst = torch.randn(50, 16, generator=g)
+    rest = dst[:, width:].clone()
+    target = dst[:, :width] if narrow else dst[:, :width].contiguous()
+    index = torch.randperm(50, generator=g)[:20]
+    src = torch.randn(20, width, generator=g)
+    want = target.clone().index_copy_(0, index, src)
+    got = split_nll.copy_rows(target, index, src)
+    assert got is target and torch.equal(got, want)
+    if narrow:
+        assert torch.equal(dst[:, width:], rest)  # the rest of each row is untouched
