@@ -242,3 +242,25 @@ def test_the_build_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert second.path == first.path and first.path.stat().st_mtime_ns == mtime
     finally:
         kernel._loaded.pop(defines, None)
+
+
+@needs_kernel
+@pytest.mark.parametrize("build", ["native", "generic"])
+def test_fused_dequantization_is_torchs_add_conversion_and_product(build: str) -> None:
+    """``scoring.dequantize``: float32(acc + bias) * scale in one C pass, bit for bit torch's
+    three ops, also where the int32 add wraps and in row-strided views."""
+    from src.quant.integer import scoring
+
+    kern = NATIVE if build == "native" else GENERIC
+    g = torch.Generator().manual_seed(7)
+    full = randint(-(2**31), 2**31 - 1, (13, 40), g)
+    acc = full[:, :37]  # a row stride other than the width
+    bias = randint(-(2**31), 2**31 - 1, (37,), g)
+    bias[:3] = 2**31 - 1  # wraps with any positive acc
+    acc[:, :3] = 2**30
+    scale = torch.rand(37, generator=g) * 1e-3
+    want = torch.mul(acc.clone().add_(bias), scale)
+    out = torch.empty(13, 50)[:, :37]
+    got = scoring.dequantize(kern, acc, bias, scale, out)  # acc itself: row stride 40
+    assert got.data_ptr() == out.data_ptr()
+    assert torch.equal(got, want)

@@ -66,8 +66,9 @@ __all__ = [
 
 RUNTIME_DIR = Path(__file__).with_name("runtime")
 SOURCE = RUNTIME_DIR / "int_lstm.c"  # also linked into the standalone runtime (format=c)
+SCORE_SOURCE = RUNTIME_DIR / "int_score.c"  # the engine's float step (dequantization), kernel only
 HEADER = RUNTIME_DIR / "awd_kernel.h"
-ABI = 5
+ABI = 6
 ENV_SWITCH = "AWD_INT_KERNEL"
 ISA_ENV = "AWD_INT8_ISA"
 _NATIVE_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c11")
@@ -166,6 +167,9 @@ class Kernel:
         fn = self.lib.awd_int_gemm
         fn.restype = ctypes.c_int
         fn.argtypes = [i, i, i, p, p, p, p, i]
+        fn = self.lib.awd_dequantize
+        fn.restype = None
+        fn.argtypes = [i, i, p, i, p, p, p, i]
 
 
 def cache_dir() -> Path:
@@ -215,7 +219,7 @@ def _compile(cc: str, flags: tuple[str, ...], defines: tuple[str, ...], out: Pat
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
-        cmd = [cc, *flags, *defines, str(SOURCE), "-o", tmp]
+        cmd = [cc, *flags, *defines, str(SOURCE), str(SCORE_SOURCE), "-o", tmp]
         subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
         os.chmod(tmp, 0o755)
         os.replace(tmp, out)
@@ -250,7 +254,7 @@ def _build_and_load(defines: tuple[str, ...], first: tuple[str, ...] = _NATIVE_F
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc)")
-    source = SOURCE.read_bytes() + b"\0" + HEADER.read_bytes()
+    source = b"\0".join(p.read_bytes() for p in (SOURCE, SCORE_SOURCE, HEADER))
     errors = []
     for flags in (first, _PORTABLE_FLAGS):
         key = hashlib.sha256(

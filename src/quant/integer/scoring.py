@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from . import kernel
 from .gemm import weight_gemm
 
-__all__ = ["BLOCK_BYTES", "block_rows", "blocked_nll", "usable"]
+__all__ = ["BLOCK_BYTES", "block_rows", "blocked_nll", "dequantize", "usable"]
 
 #: bytes of one [rows, V] float32 block (about 3 of them are kept): the GEMM wants many rows (its
 #: weight reused), the log-softmax passes want them in cache; 4 MiB measured best at V = 10,000
@@ -53,6 +53,36 @@ def _buffers(decoder: nn.Module, rows: int, vocab: int) -> tuple[Tensor, Tensor,
     return bufs
 
 
+def dequantize(
+    kern: kernel.Kernel | None, acc: Tensor, bias: Tensor, scale: Tensor, out: Tensor
+) -> Tensor:
+    """``out`` = float32(``acc`` + ``bias``) * ``scale`` (``acc`` int32 [R, V], clobbered): the
+    kernel's one fused pass where loaded, else torch's add, conversion and product (the same
+    roundings, bit for bit)."""
+    rows, vocab = acc.shape
+    fused = (
+        kern is not None
+        and acc.stride(1) == 1
+        and out.stride(1) == 1
+        and bias.dtype == torch.int32
+        and scale.dtype == torch.float32
+        and bias.is_contiguous()
+        and scale.is_contiguous()
+    )
+    if not fused:
+        return torch.mul(acc.add_(bias), scale, out=out)
+    astride, ostride = acc.stride(0), out.stride(0)
+    a0, o0, b, s = acc.data_ptr(), out.data_ptr(), bias.data_ptr(), scale.data_ptr()
+
+    def part(lo: int, hi: int) -> int:  # rows split over torch's threads, as the GEMM's
+        a, o = a0 + 4 * lo * astride, o0 + 4 * lo * ostride
+        kern.lib.awd_dequantize(hi - lo, vocab, a, astride, b, s, o, ostride)
+        return 0
+
+    kernel.run_rows(part, rows)
+    return out
+
+
 def blocked_nll(decoder: nn.Module, h: Tensor, targets: Tensor) -> Tensor:
     """Summed NLL (float32 0-d) of ``targets`` [N] under the decoder's logits of ``h`` int8
     [N, E]: ``F.cross_entropy(decoder.dequantize(decoder(h)), targets, reduction="sum")``."""
@@ -67,7 +97,7 @@ def blocked_nll(decoder: nn.Module, h: Tensor, targets: Tensor) -> Tensor:
         hi = min(N, lo + rows)
         a, f, lp = acc[: hi - lo], logits[: hi - lo], logp[: hi - lo]
         weight_gemm(kern, h[lo:hi], decoder.weight, decoder, out=a)
-        torch.mul(a.add_(bias), scale, out=f)  # float32(acc) * s: one pass, the same roundings
+        dequantize(kern, a, bias, scale, out=f)
         torch.log_softmax(f, 1, out=lp)
         torch.gather(lp, 1, targets[lo:hi], out=picked[lo:hi])
     zeros = torch.zeros(N, dtype=torch.int64)

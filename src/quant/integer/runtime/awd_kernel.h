@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Bumped on any change of a function signature or of awd_mlstm_args (kernel.py checks it). */
-#define AWD_ABI 5
+#define AWD_ABI 6
 
 int awd_abi(void);
 
