@@ -287,8 +287,13 @@ def test_a_failed_download_is_one_line(
 
     monkeypatch.setattr(download, "_fetch", offline)
     data = tmp_path / "data"
-    args = ["experiment=smoke", "logger=csv", f"paths.data_dir={data}",
-            f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [
+        "experiment=smoke",
+        "logger=csv",
+        f"paths.data_dir={data}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     monkeypatch.setattr(sys, "argv", ["src.train", *args])
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     with pytest.raises(SystemExit) as info, one_line_config_errors():

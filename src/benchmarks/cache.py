@@ -155,5 +155,3 @@ def print_cache_table(f: dict[str, Any]) -> None:
         "1.00x",
     )
     Console().print(table)
-
-

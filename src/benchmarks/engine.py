@@ -161,5 +161,3 @@ def print_engine_table(
     for b, f_tps, i_tps in rows:
         table.add_row(str(b), f"{f_tps:,.0f}", f"{i_tps:,.0f}", f"{i_tps / f_tps:.2f}x")
     Console().print(table)
-
-

@@ -195,5 +195,3 @@ def random_batch(shape: dict[str, int], batch: int, device: torch.device) -> tup
     x = torch.randint(shape["vocab"], (shape["bptt"], batch), generator=g)
     y = torch.randint(shape["vocab"], (shape["bptt"], batch), generator=g)
     return x.to(device), y.to(device)
-
-

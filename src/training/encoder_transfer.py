@@ -123,4 +123,3 @@ class EncoderTransfer(Transfer):
             len(new_vocab),
             len(old_vocab),
         )
-

@@ -313,7 +313,6 @@ def dispatch_mode_active() -> bool:
     return _get_current_dispatch_mode is not None and _get_current_dispatch_mode() is not None
 
 
-
 def pack_weight(w: Tensor, packed: int) -> tuple[Tensor, Tensor | None, int]:
     """int8 ``w`` [G, K] -> (the kernel's weight, corr, the accumulator stride Gp), in the
     layout ``Kernel.packed`` names (``awd_packed()`` of int_lstm.c):
@@ -365,7 +364,6 @@ def run_rows(rows: Callable[[int, int], int], batch: int) -> None:
     status = [rows(*ranges[0])] + [f.result() for f in futures]
     if any(status):
         raise MemoryError("integer LSTM kernel: scratch allocation failed")
-
 
 
 _MAX_PARTS = 64

@@ -254,5 +254,3 @@ def layer_forward(
 
     run_rows(rows, B)
     return h_out, (h_out[-1], c_out)
-
-
