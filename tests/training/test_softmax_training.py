@@ -4,6 +4,7 @@ dynamic), generation, transfer, and the paths that refuse a split head."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from src.evaluation.pointer import evaluate_pointer
 from src.evaluation.scoring import evaluate_plain
 from src.models.awd import AWDLSTM, AWDLSTMConfig
 from src.models.softmax import SplitSoftmax, build_softmax
+from src.training import softmax_advice
 from src.training.param_groups import parameter_groups
 from src.training.transfer import keep_own_head
 from tests.conftest import CONF_DIR
@@ -39,8 +41,13 @@ def test_chunked_trains_as_full(run_tiny: Run) -> None:
     assert set(ckpt_state(chunked)["state_dict"]) == set(ckpt_state(full)["state_dict"])
 
 
-def test_split_trains_evaluates_and_resumes(run_tiny: Run, tmp_path: Path) -> None:
-    results = run_tiny("loss.softmax=split", "trainer.max_epochs=1", out="split")
+def test_split_trains_evaluates_and_resumes(
+    run_tiny: Run, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger=softmax_advice.__name__):
+        results = run_tiny("loss.softmax=split", "trainer.max_epochs=1", out="split")
+    advice = [r.getMessage() for r in caplog.records if r.name == softmax_advice.__name__]
+    assert len(advice) == 1 and "loss.splits=[5]" in advice[0]  # the small-V default: one line
     assert math.isfinite(results["val/loss"]) and math.isfinite(results["test/loss"])
     ckpt = ckpt_state(results)
     state = ckpt["state_dict"]
@@ -154,3 +161,18 @@ def test_conf_loss_group_names_the_options() -> None:
     text = (CONF_DIR / "loss" / "awd.yaml").read_text()
     for key in ("softmax: full", "chunk_size:", "splits: null"):
         assert key in text
+
+
+@pytest.mark.parametrize(
+    ("loss", "vocab", "says"),
+    [
+        ({"softmax": "split", "splits": None}, 10_000, "loss.splits=[2839]"),
+        ({"softmax": "split", "splits": None}, 33_278, "[348, 2486, 9446]"),
+        ({"softmax": "split", "splits": [2839]}, 10_000, None),  # chosen by hand: silent
+        ({"softmax": "split", "splits": None}, 267_735, None),  # the authors' own splits
+        ({"softmax": "full", "splits": None}, 10_000, None),
+    ],
+)
+def test_split_softmax_advice(loss: dict[str, Any], vocab: int, says: str | None) -> None:
+    line = softmax_advice.split_softmax_advice(loss, vocab)
+    assert (line is None) if says is None else (says in line and "1,748" in line)
