@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import statistics
 import sys
 import time
@@ -45,6 +44,7 @@ from src.checks import EXIT_CODE, one_line_config_errors
 from src.data.documents import RawSplit
 from src.data.labelled import ClassifyDataModule
 from src.prediction.classifier_eval import classification_metrics
+from src.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 METRICS = {"acc": "f1", "f1": "acc"}  # selection metric -> its tie-breaker
@@ -186,13 +186,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def write_json(figures: dict[str, Any], path: Path) -> None:
-    """`path` appears complete or not at all (temp file in the same folder, then os.replace)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def print_table(figures: dict[str, Any]) -> None:
     print(f"TF-IDF + logistic regression on {figures['source']}, budget {figures['budget']}")
     for r in figures["runs"]:
@@ -222,7 +215,8 @@ def main(cfg: DictConfig) -> None:
     except ValueError as ex:  # LabelledDataError too: one line naming the file or key
         print(f"baseline error: {ex}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_CODE) from None
-    write_json(figures, Path(HydraConfig.get().runtime.output_dir) / "results.json")
+    out = Path(HydraConfig.get().runtime.output_dir) / "results.json"
+    atomic_write_json(out, figures, sort_keys=False)  # in the order the table reads
     print_table(figures)
     print(json.dumps(figures), flush=True)
 
