@@ -9,11 +9,11 @@
 Three [N, V] buffers, fresh at every window (page faults at batch 10 cost more than the GEMM).
 Here a few rows at a time go through the same ops into buffers reused across windows (the GEMM
 is :func:`.gemm.weight_gemm`: the same exact sums, in the C kernel where oneDNN's are not
-exact or slower), and only
-the target's log-probability of each row is kept. Every op is row-wise (``log_softmax`` over
-the last dim reduces each row on its own), so each kept value is the one the full computation
-gives; ``nll_loss`` over those N values as an [N, 1] input with target 0 then sums them in the
-same (cascade) order as over the [N, V] input: the loss is bit-identical
+exact or slower; the dequantization is :func:`dequantize`: one C pass where the kernel is
+loaded), and only the target's log-probability of each row is kept. Every op is row-wise
+(``log_softmax`` over the last dim reduces each row on its own), so each kept value is the one
+the full computation gives; ``nll_loss`` over those N values as an [N, 1] input with target 0
+then sums them in the same (cascade) order as over the [N, V] input: the loss is bit-identical
 (``tests/quant/test_int8_codes.py``).
 """
 
