@@ -42,6 +42,8 @@ from src.benchmarks.engine import engine_bench
 from src.benchmarks.softmax import softmax_bench
 from src.benchmarks.steps import (
     AMP_DTYPES,
+    AMP_TARGETS,
+    FP32_TWIN,
     REFERENCES,
     SHAPES,
     VARIANTS,
@@ -75,6 +77,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             )
         except (ValueError, NotImplementedError) as exc:  # a variant not available in this build
             skipped[name] = str(exc)
+    if amp is not None and cfg.get("amp_twins", True):  # each variant in float32: its speed-up
+        for name in [n for n in cfg.variants if n in builders]:
+            builders[name + FP32_TWIN] = model_steps(
+                shape, VARIANTS[name], device, dtype, None, bool(cfg.compile_cell)
+            )
     for name in list(builders):  # the other raw stacks the variants are measured against
         if reference_of(name) not in builders:
             builders[reference_of(name)] = raw_steps(
@@ -115,6 +122,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         figures[f"{name}/eval_tokens_per_s"] = round(t.eval_tps, 1)
         figures[f"{name}/train_ratio"] = round(t.train_tps / ref.train_tps, 3)
         figures[f"{name}/eval_ratio"] = round(t.eval_tps / ref.eval_tps, 3)
+    if amp is not None:
+        figures.update(amp_speedups(timed, list(cfg.variants)))
     print_table(timed, figures)
     if cfg.engine:
         figures.update(engine_bench(cfg, shape))
@@ -122,6 +131,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         figures.update(cache_bench(cfg))
     if cfg.get("softmax_bench"):
         figures.update(softmax_bench(cfg))
+    return figures
+
+
+def amp_speedups(timed: dict[str, Timed], variants: list[str]) -> dict[str, Any]:
+    """``<variant>/amp_{train,eval}_speedup``: tokens/s under autocast over its float32 twin's
+    (same process, same rounds), with :data:`AMP_TARGETS` beside where the issue set one."""
+    figures: dict[str, Any] = {}
+    for name in variants:
+        twin = timed.get(name + FP32_TWIN)
+        if name not in timed or twin is None:
+            continue
+        figures[f"{name}/amp_train_speedup"] = round(timed[name].train_tps / twin.train_tps, 3)
+        figures[f"{name}/amp_eval_speedup"] = round(timed[name].eval_tps / twin.eval_tps, 3)
+        if name in AMP_TARGETS:
+            figures[f"{name}/amp_train_speedup_target"] = AMP_TARGETS[name]
     return figures
 
 
@@ -155,6 +179,12 @@ def print_table(timed: dict[str, Timed], figures: dict[str, Any]) -> None:
     Console().print(table)
     for name, why in figures["skipped"].items():
         print(f"skipped {name}: {why}")
+    for key, value in figures.items():
+        if key.endswith("/amp_train_speedup"):
+            name = key.split("/")[0]
+            target = figures.get(f"{key}_target")
+            goal = f" (target >= {target} on AMX CPUs)" if target else ""
+            print(f"{name}: training under amp at {value:.2f}x its float32 twin{goal}")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")

@@ -103,8 +103,9 @@ def test_repeated_corpus(tmp_path: Path) -> None:
 
 
 def test_bench_mixed_precision_rows(tmp_path: Path) -> None:
-    """``amp=bfloat16``: the variants run under autocast beside a raw row in the same precision;
-    ratios stay relative to the fp32 raw stack."""
+    """``amp=bfloat16``: the variants run under autocast beside a raw row in the same precision
+    and their own float32 twins (``<variant>/amp_train_speedup``); ratios stay relative to the
+    fp32 raw stack."""
     cmd = [
         sys.executable,
         "-m",
@@ -125,8 +126,12 @@ def test_bench_mixed_precision_rows(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
     assert figures["amp"] == "bfloat16" and figures["raw_lstm/train_ratio"] == 1.0
-    for name in ("raw_lstm_bfloat16", "mlstm"):
+    for name in ("raw_lstm_bfloat16", "mlstm", "mlstm_fp32"):  # + the variant's float32 twin
         assert figures[f"{name}/train_tokens_per_s"] > 0
+    speedup = figures["mlstm/train_tokens_per_s"] / figures["mlstm_fp32/train_tokens_per_s"]
+    assert figures["mlstm/amp_train_speedup"] == pytest.approx(speedup, rel=0.01)
+    assert "mlstm/amp_train_speedup_target" not in figures  # the 1.2x target is QAT's
+    assert "training under amp at" in proc.stdout
 
 
 def test_softmax_bench_at_a_small_vocabulary(tmp_path: Path) -> None:

@@ -45,10 +45,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
 REFERENCES: dict[str, type[nn.RNNBase]] = {"raw_lstm": nn.LSTM, "raw_gru": nn.GRU}
 
 
+#: the suffix of a variant's float32 twin row under ``amp`` (the reference of its speed-up)
+FP32_TWIN = "_fp32"
+#: issue 23's target for ``<variant>/amp_train_speedup`` (QAT under bf16-mixed, on AMX CPUs)
+AMP_TARGETS: dict[str, float] = {"awd_lstm_qat": 1.2, "mlstm_qat": 1.2}
+
+
 def reference_of(name: str) -> str:
     """The raw row a benchmark row's ratio is taken against (``raw_lstm`` unless its variant
-    names another)."""
-    return VARIANTS.get(name, {}).get("reference", "raw_lstm")
+    names another; a float32 twin row, its variant's)."""
+    return VARIANTS.get(name.removesuffix(FP32_TWIN), {}).get("reference", "raw_lstm")
 
 
 #: ``amp`` option -> autocast dtype (variants and a second raw row run in it; the reference
