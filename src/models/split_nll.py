@@ -108,17 +108,23 @@ def _rounded(n: int) -> int:
     return -(-n // 4) * 4
 
 
-def _exp_store(n: int, size: int, grads: Grads | None, like: Tensor) -> tuple[Tensor | None, bool]:
-    """Where a tail's exp-logits wait for the second pass (as raw [n', block] blocks, n' = n
-    rounded up to 4): None without gradients; the first n' columns of their own rows of dL/dW
-    when n' <= E (the rows are written in the second pass anyway, so the wait costs no memory);
-    else a flat tensor of n' * size floats."""
+def _exp_store(
+    width: int, size: int, grads: Grads | None, like: Tensor
+) -> tuple[Tensor | None, bool]:
+    """Where a tail's exp-logits wait for the second pass, as raw [n', block] blocks (n' =
+    ``width``: the token count rounded up to 4): None without gradients; the first n' columns of
+    their own rows of dL/dW when n' <= E (the rows are written in the second pass anyway, so the
+    wait costs no memory); else a flat tensor of n' * size floats."""
     if grads is None:
         return None, False
-    width = _rounded(n)
     if grads.weight is not None and width <= grads.weight.size(1):
         return grads.weight[:, :width], True
     return like.new_empty(width * size), False
+
+
+def _block(flat: Tensor, start: int, nb: int, width: int) -> Tensor:
+    """The [n', nb] exp-logits of the block of ranks [start, start + nb) in a flat store."""
+    return flat[width * start : width * (start + nb)].view(width, nb)
 
 
 def _tail(
@@ -143,8 +149,8 @@ def _tail(
     target = (hk * weight.index_select(0, target_ids)).sum(1)  # z_t = h . W_t + b_t
     tail_bias = None if bias is None else bias.index_select(0, ids)
     want_h = grads is not None and grads.h is not None
-    store, in_rows = _exp_store(n, size, grads, hk)
     width = _rounded(n)
+    store, in_rows = _exp_store(width, size, grads, hk)
     scratch = hk.new_empty(width * min(BLOCK, size))  # one block's [n', block], flat
     maxes, sums, accs = [], [], []
     for a, _, _ in blocks:
@@ -154,7 +160,7 @@ def _tail(
         if store is None or in_rows:
             raw = scratch[: width * nb].view(width, nb)
         else:
-            raw = store[width * a : width * (a + nb)].view(width, nb)
+            raw = _block(store, a, nb, width)
         z = raw[:n]
         if tail_bias is None:
             torch.mm(hk, w.t(), out=z)
@@ -184,7 +190,7 @@ def _tail(
             raw = torch.index_select(store, 0, block, out=scratch[: width * nb].view(nb, width))
             p = raw.view(width, nb)[:n]
         else:
-            p = store[width * a : width * (a + nb)].view(width, nb)[:n]
+            p = _block(store, a, nb, width)[:n]
         p.mul_(norm[j].unsqueeze(1))  # the block's softmax, then its gradient
         p.index_put_((columns, rows), minus[: rows.numel()], accumulate=True)
         if grads.bias is not None:
