@@ -45,6 +45,7 @@ KINDS = ("full", "chunked", "split")
 #: salesforce's splits (``main.py``): V > 500k and V > 75k
 SPLITS_HUGE = (4200, 35000, 180000)
 SPLITS_LARGE = (2800, 20000, 76000)
+HUGE_VOCAB, LARGE_VOCAB = 500_000, 75_000
 #: V <= 75k (where salesforce used a plain softmax): the V > 75k splits as fractions of
 #: WikiText-103's 267,735 types, so every tail is exercised on a small vocabulary too.
 SPLIT_FRACTIONS = tuple(s / 267735 for s in SPLITS_LARGE)
@@ -53,9 +54,9 @@ SPLIT_FRACTIONS = tuple(s / 267735 for s in SPLITS_LARGE)
 def default_splits(vocab_size: int) -> list[int]:
     """salesforce's splits for V > 75k; below, [0.0105, 0.0747, 0.2839] * V (rounded, each at
     least one rank after the previous one, all below V)."""
-    if vocab_size > 500_000:
+    if vocab_size > HUGE_VOCAB:
         return list(SPLITS_HUGE)
-    if vocab_size > 75_000:
+    if vocab_size > LARGE_VOCAB:
         return list(SPLITS_LARGE)
     splits: list[int] = []
     for fraction in SPLIT_FRACTIONS:
